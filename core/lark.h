@@ -1,0 +1,352 @@
+/*
+ * lark.h: the public C API of lark's core. No Lua in here: the Lua binding (lua/) sits on top.
+ *
+ * The model, in one page
+ * ----------------------
+ * A lark_storage is a reference-counted block of bytes on one device (the CPU or a CUDA GPU).
+ * A lark_tensor is a strided view of a storage: dtype, shape, strides and offset (both counted in
+ * elements, not bytes). Views (view, narrow, select, transpose, permute, expand, squeeze,
+ * unsqueeze, slice) make a new lark_tensor that shares the storage and never copy. Tensors are
+ * reference-counted too: lark_tensor_retain / lark_tensor_release.
+ *
+ *     lark_tensor *x = lark_randn(2, (int64_t[]){3, 4}, LARK_FLOAT32, NULL);  // 3x4, contiguous
+ *     lark_tensor *xt = lark_transpose(x, 0, 1);       // 4x3 view, strides {1, 4}
+ *     lark_tensor *y = lark_add(x, xt);                // error: [3,4] and [4,3] cannot broadcast
+ *     if (!y) fprintf(stderr, "%s\n", lark_error());   // "add: shapes [3,4] and [4,3] cannot be broadcast"
+ *
+ * Conventions
+ * -----------
+ * - Every index and dim here is 0-based; negative dims count from the end where a function says
+ *   so. The Lua binding converts its 1-based surface exactly once.
+ * - Functions that make a tensor return it (a new reference the caller owns) or NULL on error.
+ *   Functions that modify in place (names ending in `_`) or fill an `out` return 0 or a negative
+ *   lark_status. On error, lark_error() gives a message that names the op, the argument and what
+ *   was expected. Nothing in core aborts on bad input.
+ * - Each op has one front function that checks dtypes, devices and shapes, allocates the result
+ *   and calls the kernel of the tensor's backend (see backend.h). A backend that lacks a kernel
+ *   gives a "not implemented for cuda" error, never a silent fallback.
+ */
+#ifndef LARK_H
+#define LARK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LARK_MAX_DIMS 16
+
+/* ---- errors --------------------------------------------------------------------------------- */
+
+typedef enum {
+  LARK_OK = 0,
+  LARK_ERR_ARG = -1,      /* a bad argument: wrong value, out of range */
+  LARK_ERR_SHAPE = -2,    /* shapes that do not fit together */
+  LARK_ERR_DTYPE = -3,    /* a dtype the op does not take */
+  LARK_ERR_DEVICE = -4,   /* tensors on different devices, or a device that is not there */
+  LARK_ERR_NOMEM = -5,    /* allocation failed */
+  LARK_ERR_UNIMPL = -6,   /* the op has no kernel for this backend or dtype */
+  LARK_ERR_INDEX = -7,    /* an index out of range */
+  LARK_ERR_IO = -8,       /* a file could not be read or written */
+  LARK_ERR_BACKEND = -9,  /* the backend (CUDA, cuBLAS) reported a failure */
+} lark_status;
+
+/* Records a printf-style message for this thread and returns `code`. */
+int lark_set_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The message of the last error on this thread ("" if none). */
+const char *lark_error(void);
+/* The code of the last error on this thread. */
+int lark_error_code(void);
+void lark_clear_error(void);
+
+/* ---- dtypes and devices --------------------------------------------------------------------- */
+
+typedef enum {
+  LARK_FLOAT32 = 0,
+  LARK_FLOAT64 = 1,
+  LARK_INT64 = 2,
+  LARK_UINT8 = 3,
+  LARK_BOOL = 4,
+  LARK_NDTYPES
+} lark_dtype;
+
+size_t lark_dtype_size(lark_dtype dt);
+const char *lark_dtype_name(lark_dtype dt);        /* "float32", ... */
+int lark_dtype_from_name(const char *name);         /* dtype, or -1 if unknown ("float", "double", "long" too) */
+bool lark_dtype_is_float(lark_dtype dt);
+/* The dtype of a binary op on a and b: bool < uint8 < int64 < float32 < float64. */
+lark_dtype lark_promote(lark_dtype a, lark_dtype b);
+
+typedef enum { LARK_CPU = 0, LARK_CUDA = 1, LARK_NDEVICE_KINDS } lark_device_kind;
+
+typedef struct {
+  int8_t kind;  /* lark_device_kind */
+  int8_t index; /* GPU ordinal; 0 for the CPU */
+} lark_device;
+
+#define LARK_DEVICE_CPU ((lark_device){LARK_CPU, 0})
+bool lark_device_eq(lark_device a, lark_device b);
+/* "cpu", "cuda", "cuda:1" -> device; returns 0 or an error. */
+int lark_device_parse(const char *s, lark_device *out);
+/* Writes "cpu" or "cuda:0" into buf. */
+const char *lark_device_str(lark_device d, char *buf, size_t n);
+
+/* ---- storage and tensors -------------------------------------------------------------------- */
+
+typedef struct lark_storage {
+  void *data;
+  size_t nbytes;
+  lark_device device;
+  int refcount;     /* atomic */
+  uint64_t version; /* bumped by every in-place write; autograd compares it */
+  bool borrowed;    /* data not owned (not freed with the storage) */
+} lark_storage;
+
+struct lark_node; /* autograd (see autograd.h) */
+
+typedef struct lark_tensor {
+  lark_storage *storage;
+  int64_t offset; /* elements */
+  int ndim;
+  lark_dtype dtype;
+  int64_t shape[LARK_MAX_DIMS];
+  int64_t stride[LARK_MAX_DIMS]; /* elements; 0 for broadcast (expanded) dims */
+  int refcount;                  /* atomic */
+  /* autograd */
+  bool requires_grad;
+  struct lark_tensor *grad;
+  struct lark_node *grad_fn;
+} lark_tensor;
+
+/* Total bytes of tensor storage alive on each device kind, for memory specs and the GC hook. */
+int64_t lark_bytes_allocated(lark_device_kind kind);
+/* Called after every storage allocation with its size (the Lua binding steps its collector). */
+typedef void (*lark_alloc_hook)(size_t nbytes, void *ud);
+void lark_set_alloc_hook(lark_alloc_hook hook, void *ud);
+
+lark_tensor *lark_tensor_retain(lark_tensor *t);
+void lark_tensor_release(lark_tensor *t); /* NULL is fine */
+/* Drops the storage now (t:free()): the tensor becomes an empty 0-element tensor. */
+void lark_tensor_free_storage(lark_tensor *t);
+
+int64_t lark_numel(const lark_tensor *t);
+bool lark_is_contiguous(const lark_tensor *t);
+lark_device lark_tensor_device(const lark_tensor *t);
+/* Pointer to element 0 of the view (t->storage->data + t->offset * itemsize). */
+void *lark_data_ptr(const lark_tensor *t);
+/* "[2,3,4]" into buf. */
+const char *lark_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
+
+/* A new, uninitialised, contiguous tensor. `device` NULL means the CPU. */
+lark_tensor *lark_empty(int ndim, const int64_t *shape, lark_dtype dt, const lark_device *device);
+/* Wraps existing host memory without copying; the caller keeps it alive (used by the binding). */
+lark_tensor *lark_from_blob(void *data, int ndim, const int64_t *shape, lark_dtype dt);
+/* A view with explicit geometry on t's storage (checked to stay inside the storage). */
+lark_tensor *lark_as_strided(const lark_tensor *t, int ndim, const int64_t *shape,
+                             const int64_t *stride, int64_t offset);
+
+/* ---- factories ------------------------------------------------------------------------------ */
+
+lark_tensor *lark_zeros(int ndim, const int64_t *shape, lark_dtype dt, const lark_device *device);
+lark_tensor *lark_ones(int ndim, const int64_t *shape, lark_dtype dt, const lark_device *device);
+lark_tensor *lark_full(int ndim, const int64_t *shape, double value, lark_dtype dt, const lark_device *device);
+/* [start, end) by step, like numpy.arange. */
+lark_tensor *lark_arange(double start, double end, double step, lark_dtype dt, const lark_device *device);
+/* n points from start to end inclusive. */
+lark_tensor *lark_linspace(double start, double end, int64_t n, lark_dtype dt, const lark_device *device);
+lark_tensor *lark_eye(int64_t n, int64_t m, lark_dtype dt, const lark_device *device);
+/* A 0-d tensor holding a number. */
+lark_tensor *lark_scalar(double value, lark_dtype dt, const lark_device *device);
+
+/* ---- views (never copy) --------------------------------------------------------------------- */
+
+/* One of `shape` may be -1 (inferred). Fails if the strides do not allow a view. */
+lark_tensor *lark_view(const lark_tensor *t, int ndim, const int64_t *shape);
+/* A view when possible, else a contiguous copy. */
+lark_tensor *lark_reshape(const lark_tensor *t, int ndim, const int64_t *shape);
+lark_tensor *lark_narrow(const lark_tensor *t, int dim, int64_t start, int64_t length);
+lark_tensor *lark_select(const lark_tensor *t, int dim, int64_t index);
+/* Elements start, start+step, ... < stop along dim (step > 0; start/stop clamped like Python). */
+lark_tensor *lark_slice(const lark_tensor *t, int dim, int64_t start, int64_t stop, int64_t step);
+lark_tensor *lark_transpose(const lark_tensor *t, int dim0, int dim1);
+lark_tensor *lark_permute(const lark_tensor *t, int ndim, const int *dims);
+/* Size -1 keeps a dim; new leading dims may be added; only size-1 dims are expanded. */
+lark_tensor *lark_expand(const lark_tensor *t, int ndim, const int64_t *shape);
+/* squeeze: pass LARK_ALL_DIMS to drop every size-1 dim. */
+#define LARK_ALL_DIMS INT32_MIN
+lark_tensor *lark_squeeze(const lark_tensor *t, int dim);
+lark_tensor *lark_unsqueeze(const lark_tensor *t, int dim);
+/* Resolves a possibly negative dim against ndim; returns -1 and sets an error if out of range. */
+int lark_wrap_dim(const char *op, int dim, int ndim);
+
+/* ---- copies --------------------------------------------------------------------------------- */
+
+lark_tensor *lark_contiguous(const lark_tensor *t); /* t itself (retained) when already contiguous */
+lark_tensor *lark_clone(const lark_tensor *t);
+/* dst[...] = src broadcast to dst's shape, converting dtype, across devices. */
+int lark_copy_(lark_tensor *dst, const lark_tensor *src);
+/* t converted to dtype and moved to device (device NULL: keep). Returns t (retained) if nothing changes. */
+lark_tensor *lark_to(const lark_tensor *t, lark_dtype dt, const lark_device *device);
+int lark_fill_(lark_tensor *t, double value);
+/* Reads element i (0-based, in row-major order of the view) as a double; for item() and tables. */
+int lark_get_flat(const lark_tensor *t, int64_t i, double *out);
+
+/* ---- elementwise ---------------------------------------------------------------------------- */
+
+typedef enum {
+  LARK_OP_ADD, LARK_OP_SUB, LARK_OP_MUL, LARK_OP_DIV, LARK_OP_POW,
+  LARK_OP_MAXIMUM, LARK_OP_MINIMUM, LARK_OP_FMOD,
+  LARK_OP_EQ, LARK_OP_NE, LARK_OP_LT, LARK_OP_LE, LARK_OP_GT, LARK_OP_GE, /* -> bool */
+  LARK_OP_AND, LARK_OP_OR, LARK_OP_XOR,                                   /* logical -> bool */
+  LARK_NBINARY
+} lark_binary_op;
+
+typedef enum {
+  LARK_OP_NEG, LARK_OP_ABS, LARK_OP_EXP, LARK_OP_LOG, LARK_OP_SQRT, LARK_OP_RSQRT,
+  LARK_OP_SIN, LARK_OP_COS, LARK_OP_TANH, LARK_OP_SIGMOID, LARK_OP_RELU,
+  LARK_OP_FLOOR, LARK_OP_CEIL, LARK_OP_ROUND, LARK_OP_SIGN, LARK_OP_RECIPROCAL,
+  LARK_OP_SQUARE, LARK_OP_NOT, /* logical not -> bool */
+  LARK_NUNARY
+} lark_unary_op;
+
+const char *lark_binary_op_name(lark_binary_op op);
+const char *lark_unary_op_name(lark_unary_op op);
+
+/* out = a op b, broadcasting; the result dtype follows lark_promote (true division: integer / integer
+ * gives float32; comparisons and logical ops give bool). */
+lark_tensor *lark_binary(lark_binary_op op, const lark_tensor *a, const lark_tensor *b);
+/* a op scalar (scalar_first: scalar op a). A float scalar on an integer tensor gives float32. */
+lark_tensor *lark_binary_scalar(lark_binary_op op, const lark_tensor *a, double s, bool s_is_int, bool scalar_first);
+/* a = a op b in place (b broadcast to a's shape, result cast to a's dtype). */
+int lark_binary_(lark_binary_op op, lark_tensor *a, const lark_tensor *b);
+int lark_binary_scalar_(lark_binary_op op, lark_tensor *a, double s);
+/* Into a preallocated out of the broadcast shape (any dtype: the result is converted). */
+int lark_binary_out(lark_binary_op op, lark_tensor *out, const lark_tensor *a, const lark_tensor *b);
+
+lark_tensor *lark_unary(lark_unary_op op, const lark_tensor *a); /* integer input -> float32 for exp, log, ... */
+int lark_unary_(lark_unary_op op, lark_tensor *a);
+
+/* Convenience names the rest of core uses. */
+lark_tensor *lark_add(const lark_tensor *a, const lark_tensor *b);
+lark_tensor *lark_sub(const lark_tensor *a, const lark_tensor *b);
+lark_tensor *lark_mul(const lark_tensor *a, const lark_tensor *b);
+lark_tensor *lark_div(const lark_tensor *a, const lark_tensor *b);
+
+/* min or max may be NAN for "no bound". */
+lark_tensor *lark_clamp(const lark_tensor *a, double min, double max);
+int lark_clamp_(lark_tensor *a, double min, double max);
+/* cond ? a : b, all three broadcast; cond must be bool or uint8. */
+lark_tensor *lark_where(const lark_tensor *cond, const lark_tensor *a, const lark_tensor *b);
+/* Broadcast shape of two shapes, or an error naming op. */
+int lark_broadcast_shape(const char *op, int na, const int64_t *sa, int nb, const int64_t *sb,
+                         int *nout, int64_t *sout);
+
+/* ---- reductions (reduce.c) ------------------------------------------------------------------ */
+
+typedef enum {
+  LARK_RED_SUM, LARK_RED_MEAN, LARK_RED_PROD, LARK_RED_MAX, LARK_RED_MIN,
+  LARK_RED_VAR, LARK_RED_STD, LARK_RED_NORM, LARK_RED_ANY, LARK_RED_ALL,
+  LARK_NREDUCE
+} lark_reduce_op;
+
+typedef struct {
+  int ndims;               /* 0: reduce over every dim */
+  int dims[LARK_MAX_DIMS]; /* 0-based, may be negative */
+  bool keepdim;
+  bool unbiased; /* VAR, STD: divide by n-1 */
+  double p;      /* NORM: the order (2 by default; INFINITY allowed) */
+} lark_reduce_args;
+
+lark_tensor *lark_reduce(lark_reduce_op op, const lark_tensor *t, const lark_reduce_args *args);
+/* max/min along one dim with the indices (int64, 0-based). */
+int lark_max_dim(const lark_tensor *t, int dim, bool keepdim, lark_tensor **values, lark_tensor **indices);
+int lark_min_dim(const lark_tensor *t, int dim, bool keepdim, lark_tensor **values, lark_tensor **indices);
+/* Index of the max (flattened when dim == LARK_ALL_DIMS). */
+lark_tensor *lark_argmax(const lark_tensor *t, int dim, bool keepdim);
+lark_tensor *lark_argmin(const lark_tensor *t, int dim, bool keepdim);
+
+/* ---- linear algebra (matmul.c) -------------------------------------------------------------- */
+
+/* numpy.matmul: 1-D operands are promoted and squeezed back; batch dims broadcast. float32/64. */
+lark_tensor *lark_matmul(const lark_tensor *a, const lark_tensor *b);
+/* out = beta * out + alpha * a @ b for 2-D a, b (used by later ops). */
+int lark_gemm(lark_tensor *out, const lark_tensor *a, const lark_tensor *b, double alpha, double beta);
+
+/* ---- joining and splitting (shape.c) -------------------------------------------------------- */
+
+lark_tensor *lark_cat(int n, lark_tensor *const *ts, int dim);
+lark_tensor *lark_stack(int n, lark_tensor *const *ts, int dim);
+/* Views of t along dim of `size` each (last may be smaller); *n gets the count; caller frees the
+ * array with free() and releases each tensor. */
+lark_tensor **lark_split(const lark_tensor *t, int64_t size, int dim, int *n);
+lark_tensor **lark_split_sizes(const lark_tensor *t, int nsizes, const int64_t *sizes, int dim);
+lark_tensor **lark_chunk(const lark_tensor *t, int chunks, int dim, int *n);
+
+/* ---- indexing (index.c, sort.c) ------------------------------------------------------------- */
+
+/* All index tensors are int64 and 0-based; out-of-range indices are errors, not crashes. */
+lark_tensor *lark_index_select(const lark_tensor *t, int dim, const lark_tensor *index);
+lark_tensor *lark_gather(const lark_tensor *t, int dim, const lark_tensor *index);
+/* t[index[i][j]][j] += src[i][j] (for dim 0), in place. */
+int lark_scatter_add_(lark_tensor *t, int dim, const lark_tensor *index, const lark_tensor *src);
+lark_tensor *lark_scatter_add(const lark_tensor *t, int dim, const lark_tensor *index, const lark_tensor *src);
+/* mask (bool/uint8) broadcast to t's shape. */
+int lark_masked_fill_(lark_tensor *t, const lark_tensor *mask, double value);
+lark_tensor *lark_masked_fill(const lark_tensor *t, const lark_tensor *mask, double value);
+/* The elements where mask is true, as a 1-D tensor. */
+lark_tensor *lark_masked_select(const lark_tensor *t, const lark_tensor *mask);
+/* (nnz, ndim) int64 indices of the non-zero elements, row-major order. */
+lark_tensor *lark_nonzero(const lark_tensor *t);
+int lark_topk(const lark_tensor *t, int64_t k, int dim, bool largest, bool sorted,
+              lark_tensor **values, lark_tensor **indices);
+/* Stable sort along dim. */
+int lark_sort(const lark_tensor *t, int dim, bool descending, lark_tensor **values, lark_tensor **indices);
+lark_tensor *lark_cumsum(const lark_tensor *t, int dim);
+
+/* ---- random numbers (random.c) -------------------------------------------------------------- */
+
+/* Philox 4x32-10 is counter-based: element i of a draw depends only on (seed, offset + i), so the
+ * numbers are the same whatever the number of threads, and the same on every backend. */
+typedef struct lark_generator {
+  uint64_t seed;
+  uint64_t offset; /* counter position: advanced by every draw */
+} lark_generator;
+
+lark_generator *lark_default_generator(void);
+void lark_manual_seed(uint64_t seed); /* seeds the default generator (offset 0) */
+void lark_generator_init(lark_generator *g, uint64_t seed);
+/* One Philox 4x32-10 block: counter (c0..c3) and key (k0, k1) -> 4 random words. */
+void lark_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+
+/* gen NULL means the default generator. All fill in place, any layout, float dtypes. */
+int lark_uniform_(lark_tensor *t, double low, double high, lark_generator *gen);
+int lark_normal_(lark_tensor *t, double mean, double std, lark_generator *gen);
+/* Integers in [low, high). */
+int lark_randint_(lark_tensor *t, int64_t low, int64_t high, lark_generator *gen);
+/* out[i] = 1 with probability p[i] (p broadcast), in out's dtype. */
+lark_tensor *lark_bernoulli(const lark_tensor *p, lark_generator *gen);
+int lark_bernoulli_(lark_tensor *t, double p, lark_generator *gen);
+lark_tensor *lark_rand(int ndim, const int64_t *shape, lark_dtype dt, lark_generator *gen);
+lark_tensor *lark_randn(int ndim, const int64_t *shape, lark_dtype dt, lark_generator *gen);
+lark_tensor *lark_randint(int64_t low, int64_t high, int ndim, const int64_t *shape, lark_generator *gen);
+/* A random permutation of 0..n-1 (int64). */
+lark_tensor *lark_randperm(int64_t n, lark_generator *gen);
+
+/* ---- threads -------------------------------------------------------------------------------- */
+
+void lark_set_num_threads(int n);
+int lark_get_num_threads(void);
+
+/* ---- CUDA ----------------------------------------------------------------------------------- */
+
+bool lark_cuda_is_available(void);  /* built with CUDA and a device answers */
+int lark_cuda_device_count(void);
+int lark_cuda_synchronize(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LARK_H */
