@@ -84,11 +84,19 @@ typedef struct {
   int64_t shape[LARK_MAX_DIMS];
   int64_t stride[LARK_ITER_MAX][LARK_MAX_DIMS];
   char *data[LARK_ITER_MAX]; /* element 0 of each operand */
+  /* Work split: rows (all dims but the last) times `chunks` pieces of each row, so that one long
+   * contiguous row still spreads over every thread. */
+  int64_t chunks;
+  int64_t nwork;  /* rows * chunks */
+  bool parallel;  /* big enough to be worth the threads */
 } lark_iter;
 
 void lark_iter_init(lark_iter *it, int nargs, const lark_tensor *const *ts);
 /* Offsets (in elements) of operand k at the start of outer row `row` (row < numel / inner). */
 void lark_iter_row(const lark_iter *it, int64_t row, int64_t *offs);
+/* Offsets of work item w (< it->nwork) for each operand, and the number of elements it covers
+ * along the last dim. */
+void lark_iter_work(const lark_iter *it, int64_t w, int64_t *offs, int64_t *n);
 /* Work below this many elements runs on one thread. */
 #define LARK_PARALLEL_GRAIN 32768
 

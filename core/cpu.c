@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <malloc.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,17 +11,83 @@
 #include "backend.h"
 #include "cpu.h"
 
+/* Big blocks are cached: glibc hands every block over 32 MB to mmap and back, so a training loop
+ * that makes a 64 MB temporary each step would fault (and the kernel zero) fresh pages every
+ * time, which halves the speed of elementwise ops. Freed blocks of at least CACHE_MIN bytes are
+ * kept, up to CACHE_CAP bytes in all, and reused for a request of at most their size and at least
+ * half of it. lark_cpu_empty_cache() returns them. */
+#define CACHE_MIN ((size_t)1 << 20)
+#define CACHE_SLOTS 64
+static size_t cache_cap = (size_t)2 << 30;
+static struct {
+  void *ptr;
+  size_t size;
+} cache[CACHE_SLOTS];
+static size_t cache_bytes;
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *cache_take(size_t n) {
+  int best = -1;
+  pthread_mutex_lock(&cache_lock);
+  for (int i = 0; i < CACHE_SLOTS; i++)
+    if (cache[i].ptr && cache[i].size >= n && cache[i].size / 2 <= n && (best < 0 || cache[i].size < cache[best].size))
+      best = i;
+  void *p = NULL;
+  if (best >= 0) {
+    p = cache[best].ptr;
+    cache_bytes -= cache[best].size;
+    cache[best].ptr = NULL;
+  }
+  pthread_mutex_unlock(&cache_lock);
+  return p;
+}
+
+static bool cache_put(void *p, size_t n) {
+  bool kept = false;
+  pthread_mutex_lock(&cache_lock);
+  if (cache_bytes + n <= cache_cap)
+    for (int i = 0; i < CACHE_SLOTS && !kept; i++)
+      if (!cache[i].ptr) {
+        cache[i].ptr = p;
+        cache[i].size = n;
+        cache_bytes += n;
+        kept = true;
+      }
+  pthread_mutex_unlock(&cache_lock);
+  return kept;
+}
+
+void lark_cpu_empty_cache(void) {
+  pthread_mutex_lock(&cache_lock);
+  for (int i = 0; i < CACHE_SLOTS; i++) {
+    free(cache[i].ptr);
+    cache[i].ptr = NULL;
+  }
+  cache_bytes = 0;
+  pthread_mutex_unlock(&cache_lock);
+}
+
 static int cpu_malloc(lark_device dev, size_t nbytes, void **ptr) {
   /* 64-byte alignment for AVX-512 loads; size rounded up as aligned_alloc requires */
   size_t rounded = (nbytes + 63) & ~(size_t)63;
-  *ptr = rounded >= nbytes ? aligned_alloc(64, rounded) : NULL;
+  *ptr = NULL;
+  if (rounded >= CACHE_MIN) *ptr = cache_take(rounded);
+  if (!*ptr && rounded >= nbytes) *ptr = aligned_alloc(64, rounded);
+  if (!*ptr && rounded >= CACHE_MIN) { /* the cache may hold what the system needs back */
+    lark_cpu_empty_cache();
+    *ptr = aligned_alloc(64, rounded);
+  }
   if (!*ptr)
     return lark_set_error(LARK_ERR_NOMEM, "empty: cannot allocate %.3g GB on the CPU (out of memory)",
                           (double)nbytes / 1e9);
   return 0;
 }
 
-static void cpu_free(lark_device dev, void *ptr) { free(ptr); }
+static void cpu_free(lark_device dev, void *ptr) {
+  size_t n = malloc_usable_size(ptr);
+  if (n >= CACHE_MIN && cache_put(ptr, n)) return;
+  free(ptr);
+}
 
 static int cpu_memcpy_host(lark_device dev, void *dst, const void *src, size_t nbytes, int to_device) {
   memcpy(dst, src, nbytes);
@@ -44,11 +111,11 @@ static inline int64_t f2i(double x) {
 /* one strided loop per (dst, src) dtype pair; CONV converts one element */
 #define COPY_LOOP(TD, TS, CONV)                                                                   \
   do {                                                                                           \
-    int64_t inner = it.shape[it.ndim - 1], rows = it.numel / inner;                              \
+    int64_t nwork = it.nwork;                                                                    \
     int64_t sd = it.stride[0][it.ndim - 1], ss = it.stride[1][it.ndim - 1];                      \
-    _Pragma("omp parallel for if (it.numel > LARK_PARALLEL_GRAIN)") for (int64_t r = 0; r < rows; r++) { \
-      int64_t off[2];                                                                            \
-      lark_iter_row(&it, r, off);                                                                \
+    _Pragma("omp parallel for if (it.parallel)") for (int64_t w_ = 0; w_ < nwork; w_++) { \
+      int64_t off[2], inner;                                                                            \
+      lark_iter_work(&it, w_, off, &inner);                                                                \
       TD *d = (TD *)it.data[0] + off[0];                                                         \
       const TS *s = (const TS *)it.data[1] + off[1];                                             \
       if (sd == 1 && ss == 1)                                                                    \
@@ -101,10 +168,10 @@ static int cpu_copy(lark_tensor *dst, const lark_tensor *src) {
 #define FILL_LOOP(T, V)                                                                          \
   do {                                                                                           \
     T v = (V);                                                                                   \
-    int64_t inner = it.shape[it.ndim - 1], rows = it.numel / inner, sd = it.stride[0][it.ndim - 1]; \
-    _Pragma("omp parallel for if (it.numel > LARK_PARALLEL_GRAIN)") for (int64_t r = 0; r < rows; r++) { \
-      int64_t off[1];                                                                            \
-      lark_iter_row(&it, r, off);                                                                \
+    int64_t nwork = it.nwork, sd = it.stride[0][it.ndim - 1];                                 \
+    _Pragma("omp parallel for if (it.parallel)") for (int64_t w_ = 0; w_ < nwork; w_++) { \
+      int64_t off[1], inner;                                                                            \
+      lark_iter_work(&it, w_, off, &inner);                                                                \
       T *d = (T *)it.data[0] + off[0];                                                           \
       if (sd == 1)                                                                               \
         for (int64_t i = 0; i < inner; i++) d[i] = v;                                            \
@@ -150,10 +217,3 @@ void lark_set_num_threads(int n) {
   openblas_set_num_threads(n);
 }
 int lark_get_num_threads(void) { return omp_get_max_threads(); }
-
-/* Large tensors come and go every step; without this glibc returns each one to the kernel with
- * munmap and faults fresh zeroed pages in on the next allocation, which halves elementwise speed. */
-__attribute__((constructor)) static void lark_cpu_malloc_tuning(void) {
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
-}

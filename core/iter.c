@@ -3,6 +3,7 @@
  * Kernels see operands of one shape (broadcast dims have stride 0). Before looping, dims that are
  * laid out back to back in every operand are merged, so a contiguous problem of any rank becomes a
  * single flat loop the compiler vectorises, and a transposed one keeps only the dims it needs. */
+#include <omp.h>
 #include <string.h>
 
 #include "backend.h"
@@ -43,6 +44,23 @@ void lark_iter_init(lark_iter *it, int nargs, const lark_tensor *const *ts) {
   it->numel = 1;
   for (int d = 0; d < it->ndim; d++) it->numel *= it->shape[d];
   for (int k = 0; k < nargs; k++) it->data[k] = lark_data_ptr(ts[k]);
+  int64_t inner = it->shape[it->ndim - 1], rows = inner ? it->numel / inner : 0;
+  it->parallel = it->numel > LARK_PARALLEL_GRAIN;
+  it->chunks = 1;
+  if (it->parallel) {
+    int64_t nt = omp_get_max_threads(), want = rows >= 4 * nt ? 1 : (4 * nt + rows - 1) / (rows ? rows : 1);
+    int64_t most = inner / 4096 > 0 ? inner / 4096 : 1; /* pieces stay long enough to vectorise */
+    it->chunks = want < most ? want : most;
+  }
+  it->nwork = rows * it->chunks;
+}
+
+void lark_iter_work(const lark_iter *it, int64_t w, int64_t *offs, int64_t *n) {
+  int64_t inner = it->shape[it->ndim - 1], r = w / it->chunks, c = w % it->chunks;
+  int64_t i0 = c * inner / it->chunks, i1 = (c + 1) * inner / it->chunks;
+  lark_iter_row(it, r, offs);
+  for (int k = 0; k < it->nargs; k++) offs[k] += i0 * it->stride[k][it->ndim - 1];
+  *n = i1 - i0;
 }
 
 void lark_iter_row(const lark_iter *it, int64_t row, int64_t *offs) {

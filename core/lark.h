@@ -340,6 +340,9 @@ lark_tensor *lark_randperm(int64_t n, lark_generator *gen);
 void lark_set_num_threads(int n);
 int lark_get_num_threads(void);
 
+/* Returns the large blocks the CPU allocator keeps for reuse to the system. */
+void lark_cpu_empty_cache(void);
+
 /* ---- CUDA ----------------------------------------------------------------------------------- */
 
 bool lark_cuda_is_available(void);  /* built with CUDA and a device answers */

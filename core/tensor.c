@@ -549,7 +549,7 @@ int lark_check_same_device(const char *op, int n, const lark_tensor *const *ts, 
 }
 
 static int check_alive(const char *op, const lark_tensor *t) {
-  if (!t->storage && lark_numel(t) != 0)
+  if (!t->storage)
     return lark_set_error(LARK_ERR_ARG, "%s: the tensor was freed", op);
   return 0;
 }

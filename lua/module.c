@@ -66,6 +66,8 @@ bool lb_is(lua_State *L, int idx) { return luaL_testudata(L, idx, LB_TENSOR_MT) 
 
 lark_tensor *lb_opt(lua_State *L, int idx) {
   lb_tensor *u = luaL_testudata(L, idx, LB_TENSOR_MT);
+  if (u && !u->t) luaL_error(L, "argument %d: the tensor was closed (used after its <close> scope ended)", idx);
+  if (u && !u->t->storage) luaL_error(L, "argument %d: the tensor was freed with free()", idx);
   return u ? u->t : NULL;
 }
 
@@ -75,7 +77,8 @@ lark_tensor *lb_check(lua_State *L, int idx, const char *fname) {
     luaL_error(L, "%s: argument %d: expected a Tensor, got %s", fname, idx, luaL_typename(L, idx));
     return NULL;
   }
-  if (!u->t) luaL_error(L, "%s: argument %d: the tensor was closed", fname, idx);
+  if (!u->t) luaL_error(L, "%s: argument %d: the tensor was closed (used after its <close> scope ended)", fname, idx);
+  if (!u->t->storage) luaL_error(L, "%s: argument %d: the tensor was freed with free()", fname, idx);
   return u->t;
 }
 

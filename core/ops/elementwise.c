@@ -31,11 +31,11 @@ static bool is_logical(lark_binary_op op) { return op >= LARK_OP_AND && op <= LA
  * plain unit-stride loops for the common layouts. */
 #define BIN_LOOP(TO, TI, EXPR)                                                                    \
   do {                                                                                           \
-    int64_t inner = it.shape[it.ndim - 1], rows = it.numel / inner;                              \
+    int64_t nwork = it.nwork;                                                                    \
     int64_t so = it.stride[0][it.ndim - 1], sa = it.stride[1][it.ndim - 1], sb = it.stride[2][it.ndim - 1]; \
-    _Pragma("omp parallel for if (it.numel > LARK_PARALLEL_GRAIN)") for (int64_t r = 0; r < rows; r++) { \
-      int64_t off[3];                                                                            \
-      lark_iter_row(&it, r, off);                                                                \
+    _Pragma("omp parallel for if (it.parallel)") for (int64_t w_ = 0; w_ < nwork; w_++) { \
+      int64_t off[3], inner;                                                                            \
+      lark_iter_work(&it, w_, off, &inner);                                                                \
       TO *restrict o = (TO *)it.data[0] + off[0];                                                \
       const TI *pa = (const TI *)it.data[1] + off[1], *pb = (const TI *)it.data[2] + off[2];    \
       if (so == 1 && sa == 1 && sb == 1) {                                                       \
@@ -169,11 +169,11 @@ int lark_cpu_binary(lark_binary_op op, lark_tensor *out, const lark_tensor *a, c
 
 #define UN_LOOP(TO, TI, EXPR)                                                                     \
   do {                                                                                           \
-    int64_t inner = it.shape[it.ndim - 1], rows = it.numel / inner;                              \
+    int64_t nwork = it.nwork;                                                                    \
     int64_t so = it.stride[0][it.ndim - 1], sa = it.stride[1][it.ndim - 1];                      \
-    _Pragma("omp parallel for if (it.numel > LARK_PARALLEL_GRAIN / 8)") for (int64_t r = 0; r < rows; r++) { \
-      int64_t off[2];                                                                            \
-      lark_iter_row(&it, r, off);                                                                \
+    _Pragma("omp parallel for if (it.parallel)") for (int64_t w_ = 0; w_ < nwork; w_++) { \
+      int64_t off[2], inner;                                                                            \
+      lark_iter_work(&it, w_, off, &inner);                                                                \
       TO *restrict o = (TO *)it.data[0] + off[0];                                                \
       const TI *pa = (const TI *)it.data[1] + off[1];                                            \
       if (so == 1 && sa == 1) {                                                                  \
@@ -276,12 +276,12 @@ int lark_cpu_clamp(lark_tensor *out, const lark_tensor *a, double lo, double hi)
 
 #define WHERE_LOOP(T)                                                                             \
   do {                                                                                           \
-    int64_t inner = it.shape[it.ndim - 1], rows = it.numel / inner;                              \
+    int64_t nwork = it.nwork;                                                                    \
     int64_t so = it.stride[0][it.ndim - 1], sc = it.stride[1][it.ndim - 1];                      \
     int64_t sa = it.stride[2][it.ndim - 1], sb = it.stride[3][it.ndim - 1];                      \
-    _Pragma("omp parallel for if (it.numel > LARK_PARALLEL_GRAIN)") for (int64_t r = 0; r < rows; r++) { \
-      int64_t off[4];                                                                            \
-      lark_iter_row(&it, r, off);                                                                \
+    _Pragma("omp parallel for if (it.parallel)") for (int64_t w_ = 0; w_ < nwork; w_++) { \
+      int64_t off[4], inner;                                                                            \
+      lark_iter_work(&it, w_, off, &inner);                                                                \
       T *o = (T *)it.data[0] + off[0];                                                           \
       const uint8_t *c = (const uint8_t *)it.data[1] + off[1];                                   \
       const T *pa = (const T *)it.data[2] + off[2], *pb = (const T *)it.data[3] + off[3];        \
@@ -322,7 +322,7 @@ int lark_broadcast_shape(const char *op, int na, const int64_t *sa, int nb, cons
 }
 
 static int check_alive(const char *op, const lark_tensor *t, const char *name) {
-  if (!t->storage && lark_numel(t) != 0)
+  if (!t->storage)
     return lark_set_error(LARK_ERR_ARG, "%s: %s was freed", op, name);
   return 0;
 }

@@ -212,7 +212,11 @@ local function matrix_lines(m, fmt, scale, width, summarize, lines)
 end
 
 local function tensor_tostring(t)
-  if t:numel() == 0 then
+  local alive, n = pcall(t.numel, t)
+  if not alive then
+    return tostring(n):find("closed") and "[closed tensor]" or "[freed tensor]"
+  end
+  if n == 0 then
     return string.format("[%s tensor of size %s%s]", t:dtype(), size_str(t) ~= "" and size_str(t) or "0",
       t:device() == "cpu" and "" or (" on " .. t:device()))
   end
