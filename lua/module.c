@@ -136,14 +136,17 @@ int lb_checkshape(lua_State *L, int idx, int64_t *shape, const char *fname) {
   return n;
 }
 
-lark_dtype lb_checkdtype(lua_State *L, int idx, const char *fname) {
-  const char *s = lua_tostring(L, idx);
-  int dt = s && lua_type(L, idx) == LUA_TSTRING ? lark_dtype_from_name(s) : -1;
+/* The dtype named by the string at stack index `idx`; `argn` is the argument the user wrote. */
+static lark_dtype dtype_at(lua_State *L, int idx, int argn, const char *fname) {
+  const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+  int dt = s ? lark_dtype_from_name(s) : -1;
   if (dt < 0)
     luaL_error(L, "%s: argument %d: expected a dtype ('float32', 'float64', 'int64', 'uint8' or 'bool'), got %s", fname,
-               idx, s && lua_type(L, idx) == LUA_TSTRING ? s : luaL_typename(L, idx));
+               argn, s ? s : luaL_typename(L, idx));
   return (lark_dtype)dt;
 }
+
+lark_dtype lb_checkdtype(lua_State *L, int idx, const char *fname) { return dtype_at(L, idx, idx, fname); }
 
 static lark_device check_device_str(lua_State *L, int idx, const char *fname) {
   const char *s = lua_tostring(L, idx);
@@ -162,7 +165,7 @@ void lb_opt_dtype_device(lua_State *L, int idx, const char *fname, lark_dtype *d
   }
   if (!lua_istable(L, idx))
     luaL_error(L, "%s: argument %d: expected an options table {dtype=, device=}, got %s", fname, idx, luaL_typename(L, idx));
-  if (lua_getfield(L, idx, "dtype") != LUA_TNIL) *dt = lb_checkdtype(L, lua_gettop(L), fname);
+  if (lua_getfield(L, idx, "dtype") != LUA_TNIL) *dt = dtype_at(L, lua_gettop(L), idx, fname);
   lua_pop(L, 1);
   if (lua_getfield(L, idx, "device") != LUA_TNIL) *dev = check_device_str(L, lua_gettop(L), fname);
   lua_pop(L, 1);
