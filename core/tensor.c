@@ -35,11 +35,13 @@ const char *lark_shape_str(int ndim, const int64_t *shape, char *buf, size_t n) 
 /* ---- storage -------------------------------------------------------------------------------- */
 
 static lark_storage *storage_new(size_t nbytes, lark_device dev) {
+  lark_clear_error(); /* so that a failed backend start below leaves its own reason */
   const lark_backend *be = lark_backend_for(dev);
   if (!be) {
-    char d[32];
-    lark_set_error(LARK_ERR_DEVICE, "empty: device %s is not available (lark was built without it or no GPU answers)",
-                   lark_device_str(dev, d, sizeof d));
+    char d[32], why[512];
+    /* keep the backend's own reason (e.g. the CUDA driver's message) when it gave one */
+    snprintf(why, sizeof why, "%s", lark_error_code() ? lark_error() : "lark was built without CUDA");
+    lark_set_error(LARK_ERR_DEVICE, "empty: device %s is not available (%s)", lark_device_str(dev, d, sizeof d), why);
     return NULL;
   }
   lark_storage *s = calloc(1, sizeof *s);
@@ -103,9 +105,11 @@ int64_t lark_numel(const lark_tensor *t) {
 
 bool lark_is_contiguous(const lark_tensor *t) {
   int64_t expect = 1;
+  for (int i = 0; i < t->ndim; i++)
+    if (t->shape[i] == 0) return true; /* no element: any strides will do */
   for (int i = t->ndim - 1; i >= 0; i--) {
     if (t->shape[i] == 1) continue;
-    if (t->stride[i] != expect) return t->shape[i] == 0 ? true : false;
+    if (t->stride[i] != expect) return false;
     expect *= t->shape[i];
   }
   return true;
@@ -173,7 +177,7 @@ lark_tensor *lark_empty(int ndim, const int64_t *shape, lark_dtype dt, const lar
   }
   t->dtype = dt;
   t->ndim = ndim;
-  memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+  if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
   contiguous_strides(ndim, shape, t->stride);
   return t;
 }
@@ -197,7 +201,7 @@ lark_tensor *lark_from_blob(void *data, int ndim, const int64_t *shape, lark_dty
   t->storage = s;
   t->dtype = dt;
   t->ndim = ndim;
-  memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+  if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
   contiguous_strides(ndim, shape, t->stride);
   return t;
 }

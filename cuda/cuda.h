@@ -1,0 +1,153 @@
+/*
+ * cuda.h: what the files of the CUDA backend (the .cu files in cuda/) share. Internal: nothing outside cuda/
+ * includes it; core reaches the backend only through lark_cuda_init and the kernel table.
+ *
+ * Conventions of the backend
+ * --------------------------
+ * - Every CUDA and cuBLAS call is checked; a failure becomes lark_set_error(LARK_ERR_BACKEND,
+ *   "<op>: <what failed>: <cudaGetErrorString>") and a negative return, never an abort.
+ * - All work goes to the legacy default stream of the tensor's device, so kernels, cuBLAS and
+ *   cudaMemcpy run in issue order and a device -> host copy sees every kernel before it.
+ * - Elementwise kernels read a geometry (shape and per-operand strides, in elements, innermost dim
+ *   first) passed by value, loop grid-stride over an int64 linear index, and take a flat path when
+ *   every operand is contiguous.
+ */
+#ifndef LARK_CUDA_INTERNAL_H
+#define LARK_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "lark.h" /* has its own extern "C" block */
+
+#include "backend.h"
+
+extern "C" {
+
+/* ---- errors and devices (backend.cu) -------------------------------------------------------- */
+
+/* Sets "<op>: <what>: <cudaGetErrorString(err)>" (LARK_ERR_BACKEND) unless err is cudaSuccess, and
+ * clears CUDA's last-error slot so the next check does not see a stale failure. Returns 0 or the
+ * negative status. */
+int lark_cuda_check(cudaError_t err, const char *op, const char *what);
+/* The same for cuBLAS. */
+int lark_cuda_check_cublas(cublasStatus_t st, const char *op, const char *what);
+/* Makes dev the calling thread's current device; LARK_ERR_DEVICE if it does not exist. */
+int lark_cuda_set_device(lark_device dev, const char *op);
+/* How many blocks of `threads` a grid-stride kernel over n > 0 items gets on the current device. */
+unsigned lark_cuda_grid(int64_t n, int threads);
+/* The cuBLAS handle of dev (created on first use, bound to the default stream). */
+int lark_cuda_cublas(lark_device dev, const char *op, cublasHandle_t *handle);
+
+/* ---- kernels (contracts in core/backend.h) -------------------------------------------------- */
+
+/* elementwise.cu */
+int lark_cuda_copy(lark_tensor *dst, const lark_tensor *src);
+int lark_cuda_fill(lark_tensor *t, double value);
+int lark_cuda_binary(lark_binary_op op, lark_tensor *out, const lark_tensor *a, const lark_tensor *b);
+/* gemm.cu */
+int lark_cuda_gemm(lark_tensor *out, const lark_tensor *a, const lark_tensor *b, double alpha, double beta);
+
+/* lark_cuda_init is called by core/dtype.c (it declares it there, not in a header). */
+int lark_cuda_init(void);
+
+} /* extern "C" */
+
+/* ---- C++ helpers for kernels ---------------------------------------------------------------- */
+
+/* Threads per block of the elementwise kernels. */
+#define LARK_CUDA_THREADS 256
+
+/* Where each of N operands sits in memory: the coalesced shape of the problem and each operand's
+ * strides, innermost dim first (dim 0 is the fastest). Passed to kernels by value
+ * (520 bytes for N=3, well under the 4 KiB kernel parameter limit). */
+template <int N>
+struct lark_cuda_geom {
+  int ndim;                               /* >= 1 */
+  int64_t shape[LARK_MAX_DIMS];           /* shape[0] innermost */
+  int64_t stride[N][LARK_MAX_DIMS];       /* elements; 0 on broadcast dims */
+};
+
+/* Element offsets of linear index i (row-major over the problem) for each operand. index_t is
+ * uint32_t when the whole problem has fewer than 2^32 elements (32-bit division is several times
+ * cheaper on a GPU) and uint64_t otherwise. The outermost dim needs no division: what is left of i
+ * after the inner dims is its index. */
+template <typename index_t, int N>
+__device__ __forceinline__ void lark_cuda_offsets(const lark_cuda_geom<N> &g, index_t i, int64_t *off) {
+#pragma unroll
+  for (int k = 0; k < N; k++) off[k] = 0;
+#pragma unroll
+  for (int d = 0; d < LARK_MAX_DIMS; d++) {
+    if (d == g.ndim - 1) {
+#pragma unroll
+      for (int k = 0; k < N; k++) off[k] += (int64_t)i * g.stride[k][d];
+      break;
+    }
+    index_t size = (index_t)g.shape[d];
+    index_t q = i / size, r = i - q * size;
+#pragma unroll
+    for (int k = 0; k < N; k++) off[k] += (int64_t)r * g.stride[k][d];
+    i = q;
+  }
+}
+
+/* fn(off) for every element: off[k] is operand k's element offset. */
+template <typename index_t, int N, typename Fn>
+__global__ void lark_cuda_strided_kernel(lark_cuda_geom<N> g, index_t n, Fn fn) {
+  index_t step = (index_t)blockDim.x * gridDim.x;
+  for (index_t i = (index_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
+    int64_t off[N];
+    lark_cuda_offsets<index_t, N>(g, i, off);
+    fn(off);
+  }
+}
+
+/* The flat path: every operand contiguous, so every offset is the linear index. */
+template <int N, typename Fn>
+__global__ void lark_cuda_contiguous_kernel(int64_t n, Fn fn) {
+  int64_t step = (int64_t)blockDim.x * gridDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
+    int64_t off[N];
+#pragma unroll
+    for (int k = 0; k < N; k++) off[k] = i;
+    fn(off);
+  }
+}
+
+/* Runs fn over the N tensors ts (one shape; ts[0] is the output, the others may be expanded).
+ * fn holds the data pointers; it is called with each element's offsets. Sets the current device
+ * to ts[0]'s. Returns 0 or a negative status naming op. */
+template <int N, typename Fn>
+int lark_cuda_launch(const char *op, const lark_tensor *const *ts, Fn fn) {
+  if (lark_cuda_set_device(lark_tensor_device(ts[0]), op)) return lark_error_code();
+  lark_iter it; /* coalesces dims on the host, exactly as the CPU kernels see them */
+  lark_iter_init(&it, N, ts);
+  if (it.numel <= 0) return 0; /* a grid of 0 blocks is an invalid launch */
+  bool contiguous = it.ndim == 1;
+  for (int k = 0; k < N; k++) contiguous = contiguous && it.stride[k][0] == 1;
+  unsigned blocks = lark_cuda_grid(it.numel, LARK_CUDA_THREADS);
+  if (contiguous) {
+    lark_cuda_contiguous_kernel<N, Fn><<<blocks, LARK_CUDA_THREADS>>>(it.numel, fn);
+  } else {
+    lark_cuda_geom<N> g;
+    g.ndim = it.ndim;
+    for (int d = 0; d < it.ndim; d++) {
+      int src = it.ndim - 1 - d; /* lark_iter is outermost first */
+      g.shape[d] = it.shape[src];
+      for (int k = 0; k < N; k++) g.stride[k][d] = it.stride[k][src];
+    }
+    for (int d = it.ndim; d < LARK_MAX_DIMS; d++) {
+      g.shape[d] = 1;
+      for (int k = 0; k < N; k++) g.stride[k][d] = 0;
+    }
+    /* n + step must not wrap index_t in the grid-stride loop: keep a margin of a full grid */
+    if (it.numel < (int64_t)UINT32_MAX - (int64_t)blocks * LARK_CUDA_THREADS)
+      lark_cuda_strided_kernel<uint32_t, N, Fn><<<blocks, LARK_CUDA_THREADS>>>(g, (uint32_t)it.numel, fn);
+    else
+      lark_cuda_strided_kernel<uint64_t, N, Fn><<<blocks, LARK_CUDA_THREADS>>>(g, (uint64_t)it.numel, fn);
+  }
+  return lark_cuda_check(cudaGetLastError(), op, "kernel launch failed");
+}
+
+#endif
