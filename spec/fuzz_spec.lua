@@ -3,7 +3,7 @@
 -- sequence is seeded, so a failure replays; set LARK_FUZZ_SEED and LARK_FUZZ_ITERS to explore.
 
 local seed = tonumber(os.getenv("LARK_FUZZ_SEED") or "20261122")
-local iters = tonumber(os.getenv("LARK_FUZZ_ITERS") or "6000")
+local iters = tonumber(os.getenv("LARK_FUZZ_ITERS") or "20000")
 
 -- Functions that change global state in ways that would slow the rest of the run down.
 local skip = {set_num_threads = true, memcpy_bandwidth = true, manual_seed = false}
