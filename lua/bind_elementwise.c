@@ -16,6 +16,8 @@ static int binary(lua_State *L, lark_binary_op op) {
     lb_push(L, lark_binary_scalar(op, a, s, lua_isinteger(L, 2) || lua_isboolean(L, 2), false));
   } else if (b && lua_type(L, 1) == LUA_TNUMBER) {
     lb_push(L, lark_binary_scalar(op, b, lua_tonumber(L, 1), lua_isinteger(L, 1), true));
+  } else if (lua_type(L, 1) == LUA_TNUMBER && lua_type(L, 2) == LUA_TNUMBER) {
+    return luaL_error(L, "%s: expected at least one Tensor, got two numbers", name);
   } else {
     int bad = a || lua_type(L, 1) == LUA_TNUMBER ? 2 : 1;
     return luaL_error(L, "%s: argument %d: expected a Tensor or a number, got %s", name, bad, luaL_typename(L, bad));
@@ -42,9 +44,14 @@ static int binary_inplace(lua_State *L, lark_binary_op op) {
 static int add_like(lua_State *L, lark_binary_op op, bool inplace) {
   if (!lua_isnoneornil(L, 3)) {
     double alpha = luaL_checknumber(L, 3);
+    bool alpha_is_int = lua_isinteger(L, 3); /* an integer alpha keeps integer tensors integer */
+    lua_Integer ialpha = alpha_is_int ? lua_tointeger(L, 3) : 0;
     lua_settop(L, 2);
     if (lb_is(L, 2)) {
-      lb_push(L, lark_binary_scalar(LARK_OP_MUL, lb_opt(L, 2), alpha, false, false));
+      lb_push(L, lark_binary_scalar(LARK_OP_MUL, lb_opt(L, 2), alpha, alpha_is_int, false));
+      lua_replace(L, 2);
+    } else if (lua_isinteger(L, 2) && alpha_is_int) {
+      lua_pushinteger(L, (lua_Integer)((lua_Unsigned)lua_tointeger(L, 2) * (lua_Unsigned)ialpha));
       lua_replace(L, 2);
     } else if (lua_type(L, 2) == LUA_TNUMBER) {
       lua_pushnumber(L, lua_tonumber(L, 2) * alpha);

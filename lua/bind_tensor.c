@@ -178,12 +178,20 @@ static int l_arange(lua_State *L) {
 
 /* lark.range(start, end [, step]): Torch7's inclusive range. */
 static int l_range(lua_State *L) {
-  double a = luaL_checknumber(L, 1), b = luaL_checknumber(L, 2), s = luaL_optnumber(L, 3, 1);
-  bool all_int = lua_isinteger(L, 1) && lua_isinteger(L, 2) && (lua_isnoneornil(L, 3) || lua_isinteger(L, 3));
+  double a = luaL_checknumber(L, 1), b = luaL_checknumber(L, 2);
+  bool has_step = lua_type(L, 3) == LUA_TNUMBER; /* else argument 3 may be the options */
+  double s = has_step ? lua_tonumber(L, 3) : 1;
+  bool all_int = lua_isinteger(L, 1) && lua_isinteger(L, 2) && (!has_step || lua_isinteger(L, 3));
   lark_dtype dt = all_int ? LARK_INT64 : LARK_FLOAT32;
   lark_device dev = opt_device_default();
-  lb_opt_dtype_device(L, lua_type(L, 3) == LUA_TNUMBER ? 4 : 3, "range", &dt, &dev);
-  if (s == 0) return luaL_error(L, "range: step must be non-zero");
+  lb_opt_dtype_device(L, has_step ? 4 : 3, "range", &dt, &dev);
+  if (s == 0 || s != s) return luaL_error(L, "range: step must be non-zero");
+  /* checked here, not by arange, so that the message names range and the end the user gave */
+  if ((s > 0 && b < a) || (s < 0 && b > a)) {
+    if (all_int)
+      return luaL_error(L, "range: a step of %I never goes from %I to %I", (lua_Integer)s, (lua_Integer)a, (lua_Integer)b);
+    return luaL_error(L, "range: a step of %f never goes from %f to %f", s, a, b);
+  }
   /* end is inclusive: stop half a step past it so rounding cannot drop or add the last value */
   lb_push(L, lark_arange(a, b + s / 2, s, dt, &dev));
   return 1;
@@ -365,10 +373,10 @@ static int l_narrow(lua_State *L) {
   return 1;
 }
 
-static int64_t index_1based(lua_State *L, lua_Integer i, int64_t size, const char *fname, int dim) {
-  if (i < 0) i += size + 1;
-  if (i < 1 || i > size)
-    luaL_error(L, "%s: index %I is out of range for dim %d of size %I (indices are 1-based)", fname, i, dim + 1,
+static int64_t index_1based(lua_State *L, lua_Integer given, int64_t size, const char *fname, int dim) {
+  lua_Integer i = given < 0 ? given + size + 1 : given;
+  if (i < 1 || i > size) /* the message names the index as the user wrote it */
+    luaL_error(L, "%s: index %I is out of range for dim %d of size %I (indices are 1-based)", fname, given, dim + 1,
                (lua_Integer)size);
   return i - 1;
 }
@@ -537,6 +545,15 @@ static int l_item(lua_State *L) {
     return luaL_error(L, "item: expected a tensor of one element, got shape %s (%I elements)",
                       lark_shape_str(t->ndim, t->shape, buf, sizeof buf), (lua_Integer)lark_numel(t));
   }
+  if (t->dtype == LARK_INT64) {
+    /* read the int64 itself: a double holds integers exactly only up to 2^53 */
+    lark_tensor *h = lark_to(t, LARK_INT64, &LARK_DEVICE_CPU);
+    if (!h) return lb_error(L);
+    int64_t i = *(const int64_t *)lark_data_ptr(h); /* one element: it sits at the view's offset */
+    lark_tensor_release(h);
+    lua_pushinteger(L, (lua_Integer)i);
+    return 1;
+  }
   double v;
   lb_check_status(L, lark_get_flat(t, 0, &v));
   if (t->dtype == LARK_BOOL) lua_pushboolean(L, v != 0);
@@ -603,6 +620,15 @@ static int l_free(lua_State *L) {
 lark_tensor *lark_masked_select(const lark_tensor *t, const lark_tensor *mask);
 lark_tensor *lark_index_select(const lark_tensor *t, int dim, const lark_tensor *index);
 
+/* Entry e of the range table at r as an integer (def when nil); false if it is not an integer.
+ * Never raises, so the caller can release what it holds first. */
+static bool range_entry(lua_State *L, int r, lua_Integer e, lua_Integer def, lua_Integer *out) {
+  int ty = lua_geti(L, r, e), isint = 1;
+  *out = ty == LUA_TNIL ? def : lua_tointegerx(L, -1, &isint);
+  lua_pop(L, 1);
+  return ty == LUA_TNIL || (ty == LUA_TNUMBER && isint);
+}
+
 /* The view t[key] for a table key: per dim, an integer selects, {} keeps all, {a}, {a,b} or
  * {a,b,step} takes a 1-based inclusive range (negative counts from the end). */
 static lark_tensor *index_view(lua_State *L, lark_tensor *t, int key, const char *fname) {
@@ -636,19 +662,22 @@ static lark_tensor *index_view(lua_State *L, lark_tensor *t, int key, const char
       lua_Integer len = luaL_len(L, r);
       int64_t size = v->shape[dim];
       lua_Integer a = 1, b = size, step = 1;
-      if (len >= 1) { lua_geti(L, r, 1); a = luaL_optinteger(L, -1, 1); lua_pop(L, 1); b = a; }
-      if (len >= 2) { lua_geti(L, r, 2); b = luaL_optinteger(L, -1, size); lua_pop(L, 1); }
-      if (len >= 3) { lua_geti(L, r, 3); step = luaL_checkinteger(L, -1); lua_pop(L, 1); }
-      if (len > 3) {
+      bool ok = true;
+      if (len >= 1) ok = range_entry(L, r, 1, 1, &a), b = a;
+      if (ok && len >= 2) ok = range_entry(L, r, 2, size, &b);
+      if (ok && len >= 3) ok = range_entry(L, r, 3, 1, &step);
+      if (!ok || len > 3) { /* v is ours until returned: release it before raising */
         lark_tensor_release(v);
+        if (!ok) luaL_error(L, "%s: index %I: a range {first, last, step} takes integers", fname, k);
         luaL_error(L, "%s: a range has at most 3 entries {first, last, step}, got %I", fname, len);
       }
+      lua_Integer a0 = a, b0 = b; /* as written, for the message */
       if (a < 0) a += size + 1;
       if (b < 0) b += size + 1;
       if (step < 1 || a < 1 || a > size + 1 || b > size || b < a - 1) {
         lark_tensor_release(v);
         luaL_error(L, "%s: range {%I, %I, %I} does not fit dim %d of size %I (1-based, inclusive, step >= 1)", fname,
-                   a, b, step, (int)k, (lua_Integer)size);
+                   a0, b0, step, (int)k, (lua_Integer)size);
       }
       next = lark_slice(v, dim, a - 1, b, step);
       dim++;

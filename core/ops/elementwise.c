@@ -7,6 +7,7 @@
  * the C expression in its kernel line: the tests compare against float64 computations of the same
  * formula. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../backend.h"
@@ -327,6 +328,19 @@ static int check_alive(const char *op, const lark_tensor *t, const char *name) {
   return 0;
 }
 
+/* A result written through an expanded view (a stride-0 dim of size > 1) would land on one element
+ * several times, reading back what it just wrote (x:add_(y) on x = ones(1, 3):expand(4, 3) adds
+ * four times, in a race between threads). Refused, as PyTorch does. `op` names the in-place form. */
+static int check_writable(const char *op, const lark_tensor *t, const char *name) {
+  for (int d = 0; d < t->ndim; d++)
+    if (t->stride[d] == 0 && t->shape[d] > 1)
+      return lark_set_error(LARK_ERR_ARG,
+                            "%s: %s is an expanded view whose elements share memory (dim %d has stride 0); "
+                            "clone() it before writing into it",
+                            op, name, d + 1);
+  return 0;
+}
+
 /* The dtype the kernel computes in and the dtype of the result. */
 static int binary_dtypes(lark_binary_op op, lark_dtype da, lark_dtype db, lark_dtype *compute, lark_dtype *result) {
   const char *name = lark_binary_op_name(op);
@@ -403,7 +417,9 @@ lark_tensor *lark_binary(lark_binary_op op, const lark_tensor *a, const lark_ten
 }
 
 int lark_binary_out(lark_binary_op op, lark_tensor *out, const lark_tensor *a, const lark_tensor *b) {
-  if (binary_check(op, a, b) || check_alive(lark_binary_op_name(op), out, "out")) return lark_error_code();
+  if (binary_check(op, a, b) || check_alive(lark_binary_op_name(op), out, "out") ||
+      check_writable(lark_binary_op_name(op), out, "out"))
+    return lark_error_code();
   const char *name = lark_binary_op_name(op);
   lark_dtype compute = LARK_FLOAT32, result = LARK_FLOAT32;
   int nd;
@@ -424,6 +440,9 @@ int lark_binary_out(lark_binary_op op, lark_tensor *out, const lark_tensor *a, c
 int lark_binary_(lark_binary_op op, lark_tensor *a, const lark_tensor *b) {
   if (binary_check(op, a, b)) return lark_error_code();
   const char *name = lark_binary_op_name(op);
+  char inplace[32];
+  snprintf(inplace, sizeof inplace, "%s_", name);
+  if (check_writable(inplace, a, "the tensor")) return lark_error_code();
   lark_dtype compute = LARK_FLOAT32, result = LARK_FLOAT32;
   if (binary_dtypes(op, a->dtype, b->dtype, &compute, &result)) return lark_error_code();
   int nd;
@@ -459,7 +478,13 @@ lark_tensor *lark_binary_scalar(lark_binary_op op, const lark_tensor *a, double 
 
 int lark_binary_scalar_(lark_binary_op op, lark_tensor *a, double s) {
   lark_device dev = lark_tensor_device(a);
-  lark_tensor *st = lark_scalar(s, lark_dtype_is_float(a->dtype) ? a->dtype : LARK_FLOAT64, &dev);
+  /* The number takes the tensor's dtype where that loses nothing: always for a float tensor, and for
+   * an int64 tensor when the number is an integer, so that t:add_(1) stays exact past 2^53 and agrees
+   * with t + 1 (div_ still divides truly, in float64). Otherwise float64, cast back on the store. */
+  lark_dtype dt = LARK_FLOAT64;
+  if (lark_dtype_is_float(a->dtype)) dt = a->dtype;
+  else if (a->dtype == LARK_INT64 && op != LARK_OP_DIV && s == trunc(s) && fabs(s) < 9.2e18) dt = LARK_INT64;
+  lark_tensor *st = lark_scalar(s, dt, &dev);
   if (!st) return lark_error_code();
   int rc = lark_binary_(op, a, st);
   lark_tensor_release(st);
@@ -513,6 +538,9 @@ lark_tensor *lark_unary(lark_unary_op op, const lark_tensor *a) {
 int lark_unary_(lark_unary_op op, lark_tensor *a) {
   lark_dtype compute = LARK_FLOAT32;
   if (unary_dtypes(op, a->dtype, &compute) || check_alive(lark_unary_op_name(op), a, "the input")) return lark_error_code();
+  char inplace[32];
+  snprintf(inplace, sizeof inplace, "%s_", lark_unary_op_name(op));
+  if (check_writable(inplace, a, "the tensor")) return lark_error_code();
   lark_device dev = lark_tensor_device(a);
   const lark_backend *be = lark_backend_for(dev);
   if (!be->unary) return lark_backend_missing(lark_unary_op_name(op), dev);
@@ -538,7 +566,7 @@ lark_tensor *lark_clamp(const lark_tensor *a, double lo, double hi) {
 }
 
 int lark_clamp_(lark_tensor *a, double lo, double hi) {
-  if (check_alive("clamp", a, "the input")) return lark_error_code();
+  if (check_alive("clamp", a, "the input") || check_writable("clamp_", a, "the tensor")) return lark_error_code();
   if (a->dtype == LARK_BOOL) return lark_set_error(LARK_ERR_DTYPE, "clamp: not defined for bool tensors");
   lark_device dev = lark_tensor_device(a);
   const lark_backend *be = lark_backend_for(dev);

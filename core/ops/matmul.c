@@ -13,8 +13,11 @@
 
 /* Can BLAS read this (rows, cols) matrix in place? Sets trans and the leading dimension. */
 static bool blas_layout(int64_t rows, int64_t cols, int64_t srow, int64_t scol, bool *trans, int64_t *ld) {
-  if (rows == 1) srow = cols > 1 ? cols : 1; /* a single row/col: its other stride is free */
-  if (cols == 1) scol = 1, srow = srow > 1 ? srow : 1;
+  /* A single row never steps by its row stride, and a single column never by its column stride,
+   * so those are free. The other stride is not: a column expanded from one element (srow 0) must
+   * not be read as if it were laid out with stride 1, so it fails below and gets copied. */
+  if (rows == 1) srow = cols > 1 ? cols : 1;
+  if (cols == 1) scol = 1;
   if (scol == 1 && srow >= (cols > 1 ? cols : 1)) {
     *trans = false;
     *ld = srow;

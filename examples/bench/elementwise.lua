@@ -1,102 +1,52 @@
 -- examples/bench/elementwise.lua: large contiguous elementwise ops beside the machine's memcpy
 -- bandwidth and beside PyTorch on the same shapes, in one run.
 --
---   build/bin/lark examples/bench/elementwise.lua [--threads N] [--reps R] [--no-torch]
+--   build/bin/lark examples/bench/elementwise.lua [--threads N] [--reps R] [--n ELEMENTS] [--no-torch]
 --
--- Bandwidth counts the bytes an op must move: c = a + b reads 2 and writes 1 array. Medians of R
--- runs (the machines are shared and noisy); the ratio column is lark's bandwidth over memcpy's.
+-- Bandwidth counts the bytes an op must move: c = a + b reads 2 arrays and writes 1. The default
+-- 2^27 float32 elements (512 MB per array) is beyond the 260 MB L3 of these machines, so this is
+-- DRAM. Medians of R runs; "of memcpy" is lark's bandwidth over the median memcpy bandwidth.
+package.path = (arg[0]:match("^(.*/)") or "./") .. "?.lua;" .. package.path
 local lark = require "lark"
+local util = require "bench_util"
 
-local opts = {threads = lark.get_num_threads(), reps = 15, torch = true}
-local i = 1
-while arg and arg[i] do
-  if arg[i] == "--threads" then opts.threads = tonumber(arg[i + 1]); i = i + 1
-  elseif arg[i] == "--reps" then opts.reps = tonumber(arg[i + 1]); i = i + 1
-  elseif arg[i] == "--no-torch" then opts.torch = false
-  else error("elementwise.lua: unknown option " .. arg[i]) end
-  i = i + 1
-end
-lark.set_num_threads(opts.threads)
+local opts = util.options(arg, {reps = 11, n = 1 << 27})
+local N, bytes = opts.n, 4 * opts.n
+local a, b, out = lark.rand(N), lark.full({N}, 0.25), lark.empty(N)
 
-local function median(xs)
-  table.sort(xs)
-  local n = #xs
-  return n % 2 == 1 and xs[(n + 1) // 2] or (xs[n // 2] + xs[n // 2 + 1]) / 2
-end
-
-local function time(fn, reps)
-  fn() -- warm up: first touch of the pages, thread start
-  local ts = {}
-  for r = 1, reps do
-    local t0 = lark.clock()
-    fn()
-    ts[r] = lark.clock() - t0
-  end
-  return median(ts)
-end
-
-local N = 1 << 24 -- 16M float32 = 64 MB per array, far beyond the caches
-local a, b = lark.rand and lark.rand(N) or lark.full({N}, 0.5), lark.full({N}, 0.25)
-local out = lark.empty(N)
-local bytes = 4 * N
-
+-- {name, arrays moved, lark, the PyTorch expression}
 local cases = {
-  {"c = a + b (new tensor)", 3, function() local c = a + b; c:free() end},
-  {"out = a + b (lark.add_ into out)", 3, function() out:copy_(a):add_(b) end},
-  {"a:add_(b) in place", 3, function() a:add_(b) end},
-  {"a:mul_(2.0) in place", 2, function() a:mul_(1.0) end},
-  {"c = a * 0.5 (new tensor)", 2, function() local c = a * 0.5; c:free() end},
-  {"c = a:exp() (new tensor)", 2, function() local c = a:exp(); c:free() end},
-  {"c = a:sigmoid() (new tensor)", 2, function() local c = a:sigmoid(); c:free() end},
-  {"out:copy_(a)", 2, function() out:copy_(a) end},
+  {"c = a + b (new tensor)", 3, function() local c = a + b; c:free() end, "a + b"},
+  {"a:add_(b) in place", 3, function() a:add_(b) end, "a.add_(b)"},
+  {"a:mul_(1.0) in place", 2, function() a:mul_(1.0) end, "a.mul_(1.0)"},
+  {"c = a * 0.5 (new tensor)", 2, function() local c = a * 0.5; c:free() end, "a * 0.5"},
+  {"c = a:exp() (new tensor)", 2, function() local c = a:exp(); c:free() end, "a.exp()"},
+  {"c = a:sigmoid() (new tensor)", 2, function() local c = a:sigmoid(); c:free() end, "a.sigmoid()"},
+  {"c = a:tanh() (new tensor)", 2, function() local c = a:tanh(); c:free() end, "a.tanh()"},
+  {"out:copy_(a)", 2, function() out:copy_(a) end, "out.copy_(a)"},
 }
--- out = a + b into a preallocated tensor costs a copy plus an add; report the in-place add instead
-table.remove(cases, 2)
 
-local torch = {}
+local torch
 if opts.torch then
-  local script = [[
-import time, torch, statistics, sys
-torch.set_num_threads(%d)
-N = 1 << 24
-a = torch.rand(N); b = torch.full((N,), 0.25); out = torch.empty(N)
-def med(fn, reps):
-    fn(); ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-cases = [
-  lambda: a + b, lambda: a.add_(b), lambda: a.mul_(1.0), lambda: a * 0.5,
-  lambda: a.exp(), lambda: a.sigmoid(), lambda: out.copy_(a)]
-for fn in cases: print(med(fn, %d))
-print(torch.__version__)
-]]
-  local f = io.open("/tmp/lark_bench_elementwise.py", "w")
-  f:write(string.format(script, opts.threads, opts.reps))
-  f:close()
-  local p = io.popen("/usr/bin/python3 /tmp/lark_bench_elementwise.py 2>/dev/null")
-  for line in p:lines() do torch[#torch + 1] = line end
-  p:close()
-  os.remove("/tmp/lark_bench_elementwise.py")
+  local body = {string.format("N = %d\na = torch.rand(N); b = torch.full((N,), 0.25); out = torch.empty(N)", N)}
+  for _, c in ipairs(cases) do body[#body + 1] = string.format("print(med(lambda: %s, %d))", c[4], opts.reps) end
+  torch = util.torch(table.concat(body, "\n"), opts.threads)
 end
-local have_torch = #torch >= #cases + 1
 
-local memcpy = lark.memcpy_bandwidth(bytes, opts.reps)
+local memcpy = {}
+for r = 1, opts.reps do memcpy[r] = lark.memcpy_bandwidth(bytes, 1) end
+memcpy = util.median(memcpy)
 print(string.format("elementwise ops on %d float32 elements (%d MB per array), %d threads, median of %d runs",
   N, bytes >> 20, opts.threads, opts.reps))
-print(string.format("memcpy bandwidth (read + write, %d threads): %.1f GB/s", opts.threads, memcpy))
-if have_torch then print("PyTorch " .. torch[#cases + 1]) end
-print(string.format("%-32s %10s %10s %8s %12s %10s %8s", "op", "lark ms", "GB/s", "of memcpy",
-  "PyTorch ms", "GB/s", "speedup"))
+print(string.format("memcpy bandwidth (read + write): %.1f GB/s%s", memcpy,
+  torch and (";  PyTorch " .. torch[#torch]) or ""))
+print(string.format("%-30s %9s %7s %9s %11s %7s %8s", "op", "lark ms", "GB/s", "of memcpy", "PyTorch ms", "GB/s",
+  "speedup"))
 for k, c in ipairs(cases) do
-  local name, arrays, fn = c[1], c[2], c[3]
-  local s = time(fn, opts.reps)
-  local gbs = arrays * bytes / s / 1e9
-  if have_torch then
-    local ts = tonumber(torch[k])
-    print(string.format("%-32s %10.2f %10.1f %7.0f%% %12.2f %10.1f %7.2fx", name, s * 1e3, gbs, 100 * gbs / memcpy,
-      ts * 1e3, arrays * bytes / ts / 1e9, ts / s))
-  else
-    print(string.format("%-32s %10.2f %10.1f %7.0f%%", name, s * 1e3, gbs, 100 * gbs / memcpy))
-  end
+  local s = util.time(c[3], opts.reps)
+  local gbs = c[2] * bytes / s / 1e9
+  local line = string.format("%-30s %9.2f %7.1f %8.0f%%", c[1], s * 1e3, gbs, 100 * gbs / memcpy)
+  local ts = torch and tonumber(torch[k])
+  if ts then line = line .. string.format(" %11.2f %7.1f %7.2fx", ts * 1e3, c[2] * bytes / ts / 1e9, ts / s) end
+  print(line)
 end
