@@ -66,6 +66,8 @@ lark_tensor *lark_cast(const lark_tensor *t, lark_dtype dt);
 int lark_check_same_device(const char *op, int n, const lark_tensor *const *ts, const char *const *names);
 /* Element offsets of a row-major linear index into a view. */
 int64_t lark_offset_of(const lark_tensor *t, int64_t linear);
+/* Whether two tensors view the same elements of one storage in the same layout. */
+bool lark_same_view(const lark_tensor *a, const lark_tensor *b);
 /* Bumps the storage version after an in-place write (autograd checks it). */
 void lark_bump_version(lark_tensor *t);
 

@@ -524,6 +524,13 @@ int64_t lark_offset_of(const lark_tensor *t, int64_t linear) {
   return off;
 }
 
+bool lark_same_view(const lark_tensor *a, const lark_tensor *b) {
+  if (a->storage != b->storage || a->offset != b->offset || a->ndim != b->ndim || a->dtype != b->dtype) return false;
+  for (int i = 0; i < a->ndim; i++)
+    if (a->shape[i] != b->shape[i] || (a->shape[i] > 1 && a->stride[i] != b->stride[i])) return false;
+  return true;
+}
+
 void lark_bump_version(lark_tensor *t) {
   if (t->storage) __atomic_add_fetch(&t->storage->version, 1, __ATOMIC_RELAXED);
 }
@@ -562,6 +569,14 @@ int lark_copy_(lark_tensor *dst, const lark_tensor *src) {
   if (check_alive("copy", dst) || check_alive("copy", src)) return lark_error_code();
   lark_tensor *s = lark_expand_to("copy", src, dst->ndim, dst->shape);
   if (!s) return lark_error_code();
+  if (s->storage == dst->storage && !lark_same_view(s, dst) && lark_numel(dst) > 0) {
+    /* overlapping source and destination (shifting a tensor along itself): copy via a private
+     * buffer, as the kernel reads and writes in no particular order */
+    lark_tensor *c = lark_clone(s);
+    lark_tensor_release(s);
+    if (!c) return lark_error_code();
+    s = c;
+  }
   int rc = 0;
   lark_device dd = lark_tensor_device(dst), sd = lark_tensor_device(src);
   if (lark_numel(dst) == 0) {

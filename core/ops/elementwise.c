@@ -12,6 +12,7 @@
 
 #include "../backend.h"
 #include "../cpu.h"
+#include "vecmath.h"
 
 static const char *binary_names[LARK_NBINARY] = {
     "add", "sub", "mul", "div", "pow", "maximum", "minimum", "fmod", "eq", "ne", "lt", "le", "gt", "ge",
@@ -234,7 +235,12 @@ int lark_cpu_unary(lark_unary_op op, lark_tensor *out, const lark_tensor *a) {
     return 0;
   }
   switch (a->dtype) {
-    case LARK_FLOAT32: FLOAT_UNARY(float, f) break;
+    case LARK_FLOAT32:
+      /* exp, sigmoid and tanh vectorise through vecmath.h; the rest call libm */
+      if (op == LARK_OP_EXP) { UN_LOOP(float, float, lark_expf(x_)); return 0; }
+      if (op == LARK_OP_SIGMOID) { UN_LOOP(float, float, lark_sigmoidf(x_)); return 0; }
+      if (op == LARK_OP_TANH) { UN_LOOP(float, float, lark_tanhf(x_)); return 0; }
+      FLOAT_UNARY(float, f) break;
     case LARK_FLOAT64: FLOAT_UNARY(double, ) break;
     case LARK_INT64: INT_UNARY(int64_t, isub(0, x_), x_ < 0 ? isub(0, x_) : x_, (x_ > 0) - (x_ < 0)) break;
     case LARK_UINT8: INT_UNARY(uint8_t, (uint8_t)(0u - x_), x_, x_ > 0) break;
@@ -372,6 +378,17 @@ static int binary_into(lark_binary_op op, lark_tensor *out, const lark_tensor *a
   lark_tensor *ea = cb ? lark_expand_to(name, ca, out->ndim, out->shape) : NULL;
   lark_tensor *eb = ea ? lark_expand_to(name, cb, out->ndim, out->shape) : NULL;
   int rc = eb ? 0 : lark_error_code();
+  /* An operand that overlaps out in another layout (m:add_(m:t())) would be read after the
+   * kernel has overwritten parts of it: read a private copy instead. The same view as out is
+   * fine, every element is read before it is written. */
+  for (int k = 0; k < 2 && !rc; k++) {
+    lark_tensor **e = k ? &eb : &ea;
+    if ((*e)->storage == out->storage && !lark_same_view(*e, out)) {
+      lark_tensor *c = lark_clone(*e);
+      if (!c) rc = lark_error_code();
+      else { lark_tensor_release(*e); *e = c; }
+    }
+  }
   if (!rc) {
     if (out->dtype == result) {
       rc = be->binary(op, out, ea, eb);

@@ -5,7 +5,7 @@
  * ln 2) and |r| <= ln(2)/2, exp(r) by a degree-6 minimax polynomial (the classic Cephes
  * coefficients), and 2^n built in the exponent bits. Relative error stays under 2 ulp over the
  * normal range; results below FLT_MIN flush to 0 (libm would give a denormal), above FLT_MAX give
- * inf, and NaN stays NaN. spec/c/test_tensor.c compares it with libm's exp in double. */
+ * inf, and NaN stays NaN. spec/c/test_vecmath.c compares it with libm's exp in double. */
 #ifndef LARK_VECMATH_H
 #define LARK_VECMATH_H
 
@@ -41,5 +41,22 @@ static inline float lark_expf(float x) {
 }
 
 static inline float lark_sigmoidf(float x) { return 1.0f / (1.0f + lark_expf(-x)); }
+
+/* tanh: for |x| >= 0.625, 1 - 2 / (exp(2|x|) + 1) with the sign put back; nearer 0 that form loses
+ * relative accuracy, so an odd polynomial (Cephes' minimax for tanhf) takes over. Both are
+ * computed and one is selected, which keeps the loop branch-free. */
+static inline float lark_tanhf(float x) {
+  float a = fabsf(x);
+  float big = 1.0f - 2.0f / (lark_expf(2.0f * a) + 1.0f);
+  big = x < 0 ? -big : big;
+  float z = x * x;
+  float p = -5.70498872745e-3f;
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  float small = p * z * x + x;
+  return a < 0.625f ? small : big;
+}
 
 #endif
