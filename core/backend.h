@@ -66,6 +66,12 @@ lark_tensor *lark_cast(const lark_tensor *t, lark_dtype dt);
 int lark_check_same_device(const char *op, int n, const lark_tensor *const *ts, const char *const *names);
 /* Element offsets of a row-major linear index into a view. */
 int64_t lark_offset_of(const lark_tensor *t, int64_t linear);
+/* "op: <name> was freed" unless t still has its storage. */
+int lark_check_alive(const char *op, const lark_tensor *t, const char *name);
+/* Refuses to write through an expanded view (a stride-0 dim of size > 1): several elements share
+ * one memory location, so the result would depend on the order of writes. `op` names the
+ * in-place form (add_, copy_). */
+int lark_check_writable(const char *op, const lark_tensor *t, const char *name);
 /* Whether two tensors view the same elements of one storage in the same layout. */
 bool lark_same_view(const lark_tensor *a, const lark_tensor *b);
 /* Bumps the storage version after an in-place write (autograd checks it). */

@@ -559,14 +559,25 @@ int lark_check_same_device(const char *op, int n, const lark_tensor *const *ts, 
   return 0;
 }
 
-static int check_alive(const char *op, const lark_tensor *t) {
-  if (!t->storage)
-    return lark_set_error(LARK_ERR_ARG, "%s: the tensor was freed", op);
+int lark_check_alive(const char *op, const lark_tensor *t, const char *name) {
+  if (!t->storage) return lark_set_error(LARK_ERR_ARG, "%s: %s was freed", op, name);
+  return 0;
+}
+
+int lark_check_writable(const char *op, const lark_tensor *t, const char *name) {
+  for (int d = 0; d < t->ndim; d++)
+    if (t->stride[d] == 0 && t->shape[d] > 1)
+      return lark_set_error(LARK_ERR_ARG,
+                            "%s: %s is an expanded view whose elements share memory (dim %d has stride 0); "
+                            "clone() it before writing into it",
+                            op, name, d + 1);
   return 0;
 }
 
 int lark_copy_(lark_tensor *dst, const lark_tensor *src) {
-  if (check_alive("copy", dst) || check_alive("copy", src)) return lark_error_code();
+  if (lark_check_alive("copy_", dst, "the destination") || lark_check_alive("copy_", src, "the source") ||
+      lark_check_writable("copy_", dst, "the destination"))
+    return lark_error_code();
   lark_tensor *s = lark_expand_to("copy", src, dst->ndim, dst->shape);
   if (!s) return lark_error_code();
   if (s->storage == dst->storage && !lark_same_view(s, dst) && lark_numel(dst) > 0) {
@@ -644,7 +655,7 @@ lark_tensor *lark_to(const lark_tensor *t, lark_dtype dt, const lark_device *dev
 }
 
 int lark_fill_(lark_tensor *t, double value) {
-  if (check_alive("fill", t)) return lark_error_code();
+  if (lark_check_alive("fill_", t, "the tensor")) return lark_error_code();
   if (lark_numel(t) == 0) return 0;
   const lark_backend *be = lark_backend_for(lark_tensor_device(t));
   int rc = be->fill ? be->fill(t, value) : lark_backend_missing("fill", lark_tensor_device(t));

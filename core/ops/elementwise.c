@@ -328,25 +328,6 @@ int lark_broadcast_shape(const char *op, int na, const int64_t *sa, int nb, cons
   return 0;
 }
 
-static int check_alive(const char *op, const lark_tensor *t, const char *name) {
-  if (!t->storage)
-    return lark_set_error(LARK_ERR_ARG, "%s: %s was freed", op, name);
-  return 0;
-}
-
-/* A result written through an expanded view (a stride-0 dim of size > 1) would land on one element
- * several times, reading back what it just wrote (x:add_(y) on x = ones(1, 3):expand(4, 3) adds
- * four times, in a race between threads). Refused, as PyTorch does. `op` names the in-place form. */
-static int check_writable(const char *op, const lark_tensor *t, const char *name) {
-  for (int d = 0; d < t->ndim; d++)
-    if (t->stride[d] == 0 && t->shape[d] > 1)
-      return lark_set_error(LARK_ERR_ARG,
-                            "%s: %s is an expanded view whose elements share memory (dim %d has stride 0); "
-                            "clone() it before writing into it",
-                            op, name, d + 1);
-  return 0;
-}
-
 /* The dtype the kernel computes in and the dtype of the result. */
 static int binary_dtypes(lark_binary_op op, lark_dtype da, lark_dtype db, lark_dtype *compute, lark_dtype *result) {
   const char *name = lark_binary_op_name(op);
@@ -410,7 +391,7 @@ static int binary_into(lark_binary_op op, lark_tensor *out, const lark_tensor *a
 static int binary_check(lark_binary_op op, const lark_tensor *a, const lark_tensor *b) {
   const char *name = lark_binary_op_name(op);
   if ((unsigned)op >= LARK_NBINARY) return lark_set_error(LARK_ERR_ARG, "binary: unknown op %d", (int)op);
-  if (check_alive(name, a, "the first operand") || check_alive(name, b, "the second operand")) return lark_error_code();
+  if (lark_check_alive(name, a, "the first operand") || lark_check_alive(name, b, "the second operand")) return lark_error_code();
   const lark_tensor *ts[2] = {a, b};
   static const char *const names[2] = {"the first operand", "the second operand"};
   return lark_check_same_device(name, 2, ts, names);
@@ -434,8 +415,8 @@ lark_tensor *lark_binary(lark_binary_op op, const lark_tensor *a, const lark_ten
 }
 
 int lark_binary_out(lark_binary_op op, lark_tensor *out, const lark_tensor *a, const lark_tensor *b) {
-  if (binary_check(op, a, b) || check_alive(lark_binary_op_name(op), out, "out") ||
-      check_writable(lark_binary_op_name(op), out, "out"))
+  if (binary_check(op, a, b) || lark_check_alive(lark_binary_op_name(op), out, "out") ||
+      lark_check_writable(lark_binary_op_name(op), out, "out"))
     return lark_error_code();
   const char *name = lark_binary_op_name(op);
   lark_dtype compute = LARK_FLOAT32, result = LARK_FLOAT32;
@@ -459,12 +440,12 @@ int lark_binary_(lark_binary_op op, lark_tensor *a, const lark_tensor *b) {
   const char *name = lark_binary_op_name(op);
   char inplace[32];
   snprintf(inplace, sizeof inplace, "%s_", name);
-  if (check_writable(inplace, a, "the tensor")) return lark_error_code();
+  if (lark_check_writable(inplace, a, "the tensor")) return lark_error_code();
   lark_dtype compute = LARK_FLOAT32, result = LARK_FLOAT32;
   if (binary_dtypes(op, a->dtype, b->dtype, &compute, &result)) return lark_error_code();
   int nd;
   int64_t shape[LARK_MAX_DIMS];
-  if (lark_broadcast_shape(name, a->ndim, a->shape, b->ndim, b->shape, &nd, shape)) return lark_error_code();
+  if (lark_broadcast_shape(inplace, a->ndim, a->shape, b->ndim, b->shape, &nd, shape)) return lark_error_code();
   if (nd != a->ndim || memcmp(shape, a->shape, sizeof(int64_t) * (size_t)nd)) {
     char x[256], y[256];
     return lark_set_error(LARK_ERR_SHAPE, "%s_: in place, the result of shape %s would not fit the tensor of shape %s",
@@ -535,7 +516,7 @@ static int unary_dtypes(lark_unary_op op, lark_dtype in, lark_dtype *compute) {
 
 lark_tensor *lark_unary(lark_unary_op op, const lark_tensor *a) {
   lark_dtype compute = LARK_FLOAT32;
-  if (unary_dtypes(op, a->dtype, &compute) || check_alive(lark_unary_op_name(op), a, "the input")) return NULL;
+  if (unary_dtypes(op, a->dtype, &compute) || lark_check_alive(lark_unary_op_name(op), a, "the input")) return NULL;
   lark_device dev = lark_tensor_device(a);
   const lark_backend *be = lark_backend_for(dev);
   if (!be->unary) {
@@ -554,10 +535,10 @@ lark_tensor *lark_unary(lark_unary_op op, const lark_tensor *a) {
 
 int lark_unary_(lark_unary_op op, lark_tensor *a) {
   lark_dtype compute = LARK_FLOAT32;
-  if (unary_dtypes(op, a->dtype, &compute) || check_alive(lark_unary_op_name(op), a, "the input")) return lark_error_code();
+  if (unary_dtypes(op, a->dtype, &compute) || lark_check_alive(lark_unary_op_name(op), a, "the input")) return lark_error_code();
   char inplace[32];
   snprintf(inplace, sizeof inplace, "%s_", lark_unary_op_name(op));
-  if (check_writable(inplace, a, "the tensor")) return lark_error_code();
+  if (lark_check_writable(inplace, a, "the tensor")) return lark_error_code();
   lark_device dev = lark_tensor_device(a);
   const lark_backend *be = lark_backend_for(dev);
   if (!be->unary) return lark_backend_missing(lark_unary_op_name(op), dev);
@@ -583,7 +564,7 @@ lark_tensor *lark_clamp(const lark_tensor *a, double lo, double hi) {
 }
 
 int lark_clamp_(lark_tensor *a, double lo, double hi) {
-  if (check_alive("clamp", a, "the input") || check_writable("clamp_", a, "the tensor")) return lark_error_code();
+  if (lark_check_alive("clamp", a, "the input") || lark_check_writable("clamp_", a, "the tensor")) return lark_error_code();
   if (a->dtype == LARK_BOOL) return lark_set_error(LARK_ERR_DTYPE, "clamp: not defined for bool tensors");
   lark_device dev = lark_tensor_device(a);
   const lark_backend *be = lark_backend_for(dev);
@@ -602,8 +583,8 @@ lark_tensor *lark_where(const lark_tensor *cond, const lark_tensor *a, const lar
                    lark_dtype_name(cond->dtype));
     return NULL;
   }
-  if (check_alive("where", cond, "the condition") || check_alive("where", a, "the first value") ||
-      check_alive("where", b, "the second value"))
+  if (lark_check_alive("where", cond, "the condition") || lark_check_alive("where", a, "the first value") ||
+      lark_check_alive("where", b, "the second value"))
     return NULL;
   int n1, nd;
   int64_t s1[LARK_MAX_DIMS], shape[LARK_MAX_DIMS];
