@@ -191,7 +191,7 @@ static void test_view_refcounts(void) {
   CHECK(s->refcount == 2, "refcount before free_storage");
   lark_tensor_free_storage(v);
   CHECK(s->refcount == 1 && v->storage == NULL && lark_numel(v) == 0, "free_storage of a view");
-  CHECK(lark_fill_(v, 1) < 0 && error_has("fill: the tensor was freed"), "fill_ of a freed tensor fails");
+  CHECK(lark_fill_(v, 1) < 0 && error_has("fill_: the tensor was freed"), "fill_ of a freed tensor fails");
   lark_tensor_release(v);
 
   lark_tensor_release(t);
@@ -712,7 +712,7 @@ static void test_errors(void) {
   CHECK(lark_arange(0, 1, 0, LARK_FLOAT32, NULL) == NULL && error_has("arange: "), "arange step 0");
   CHECK(lark_arange(0, 1, -1, LARK_FLOAT32, NULL) == NULL && error_has("arange: a step of -1 never goes"), "arange backwards");
   CHECK(lark_linspace(0, 1, -1, LARK_FLOAT32, NULL) == NULL && error_has("linspace:"), "linspace of -1 points");
-  CHECK(lark_binary_(LARK_OP_ADD, b, a) < 0 && error_has("add: shapes [4] and [2,3] cannot be broadcast"),
+  CHECK(lark_binary_(LARK_OP_ADD, b, a) < 0 && error_has("add_: shapes [4] and [2,3] cannot be broadcast"),
         "in place with shapes that do not broadcast");
   CHECK(lark_where(a, a, a) == NULL && error_has("where: the condition must be a bool or uint8 tensor, got float32"),
         "where on a float condition");
