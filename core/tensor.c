@@ -468,6 +468,8 @@ lark_tensor *lark_expand(const lark_tensor *t, int ndim, const int64_t *shape_in
       return NULL;
     }
   }
+  /* no memory is needed, but the element count must still fit an int64 */
+  if (checked_numel("expand", ndim, shape, 1) < 0) return NULL;
   return make_view(t, ndim, shape, stride, t->offset);
 }
 

@@ -6,35 +6,12 @@
 
 math.randomseed(20261122)
 
-local function expect_error(pattern, fn)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, "expected an error containing: " .. pattern)
-  assert.truthy(tostring(err):find(pattern, 1, true), string.format("error %q does not contain %q", tostring(err), pattern))
-end
-
--- Row-major values of a tensor (or a number for 0-d) as a flat Lua list.
-local function flat(t)
-  if t:dim() == 0 then return {t:item()} end
-  return t:reshape(-1):table()
-end
-
 local function num(v) -- booleans as 0/1, for arithmetic references
   if v == true then return 1 elseif v == false then return 0 end
   return v
 end
 
 local function isnan(x) return x ~= x end
-
--- Exact equality that lets NaN match NaN.
-local function same_values(a, b, what)
-  assert.are.equal(#b, #a, what)
-  for i = 1, #a do
-    local x, y = a[i], b[i]
-    if not (x == y or (isnan(num(x)) and isnan(num(y)))) then
-      error(string.format("%s: element %d is %s, expected %s", what or "values", i, tostring(x), tostring(y)), 2)
-    end
-  end
-end
 
 -- Checks a result's dtype and values against the reference list `want`.
 local function check(r, dtype, want, what)
@@ -45,7 +22,7 @@ local function check(r, dtype, want, what)
   elseif dtype == "float64" then
     assert_near(got, want, 1e-12)
   else
-    same_values(got, want, what)
+    assert_same(got, want, what)
   end
 end
 
@@ -253,16 +230,16 @@ describe("binary ops", function()
   it("agree across the call forms lark.f(a, b), a:f(b) and the operators", function()
     local a, b = float_operands(30, "float64")
     for _, op in ipairs(BINARY_OPS) do
-      same_values(flat(a[op](a, b)), flat(lark[op](a, b)), op)
+      assert_same(flat(a[op](a, b)), flat(lark[op](a, b)), op)
     end
-    same_values(flat(a + b), flat(lark.add(a, b)), "+")
-    same_values(flat(a - b), flat(lark.sub(a, b)), "-")
-    same_values(flat(a * b), flat(lark.mul(a, b)), "*") -- elementwise, as in PyTorch
-    same_values(flat(a / b), flat(lark.div(a, b)), "/")
-    same_values(flat(a ^ b), flat(lark.pow(a, b)), "^")
-    same_values(flat(-a), flat(lark.neg(a)), "unary -")
-    same_values(flat(a:cmul(b)), flat(a * b), "cmul")
-    same_values(flat(a:cdiv(b)), flat(a / b), "cdiv")
+    assert_same(flat(a + b), flat(lark.add(a, b)), "+")
+    assert_same(flat(a - b), flat(lark.sub(a, b)), "-")
+    assert_same(flat(a * b), flat(lark.mul(a, b)), "*") -- elementwise, as in PyTorch
+    assert_same(flat(a / b), flat(lark.div(a, b)), "/")
+    assert_same(flat(a ^ b), flat(lark.pow(a, b)), "^")
+    assert_same(flat(-a), flat(lark.neg(a)), "unary -")
+    assert_same(flat(a:cmul(b)), flat(a * b), "cmul")
+    assert_same(flat(a:cdiv(b)), flat(a / b), "cdiv")
   end)
 
   it("take a number on either side", function()
@@ -304,7 +281,7 @@ describe("binary ops", function()
         assert.are.equal(a, r, op .. "_ returns self")
         assert.are.equal(dt, a:dtype())
         local want = lark[op](a0, b):to(dt)
-        same_values(flat(a), flat(want), op .. "_ on " .. dt)
+        assert_same(flat(a), flat(want), op .. "_ on " .. dt)
       end
     end
     -- with a number
@@ -513,7 +490,7 @@ describe("unary ops", function()
       local a = a0:clone()
       assert.are.equal(a, a[op .. "_"](a), op .. "_ returns self")
       assert.are.equal("float64", a:dtype())
-      same_values(flat(a), flat(lark[op](a0):double()), op .. "_")
+      assert_same(flat(a), flat(lark[op](a0):double()), op .. "_")
     end
     -- an integer tensor gets the float result converted back
     local i = lark.tensor({1, 4, 9}, "int64")
@@ -611,18 +588,18 @@ describe("big and non-contiguous inputs", function()
     local xc, yc = x:contiguous(), y:contiguous()
     assert.is_true(xc:is_contiguous())
     for _, op in ipairs({"add", "div", "pow", "maximum", "le", "logical_xor"}) do
-      same_values(flat(lark[op](x, y)), flat(lark[op](xc, yc)), op .. " on " .. what)
+      assert_same(flat(lark[op](x, y)), flat(lark[op](xc, yc)), op .. " on " .. what)
     end
     for _, op in ipairs({"neg", "exp", "relu", "logical_not"}) do
-      same_values(flat(lark[op](x)), flat(lark[op](xc)), op .. " on " .. what)
+      assert_same(flat(lark[op](x)), flat(lark[op](xc)), op .. " on " .. what)
     end
-    same_values(flat(x:clamp(-1, 0.5)), flat(xc:clamp(-1, 0.5)), "clamp on " .. what)
-    same_values(flat(lark.where(x:gt(y), x, y)), flat(lark.where(xc:gt(yc), xc, yc)), "where on " .. what)
+    assert_same(flat(x:clamp(-1, 0.5)), flat(xc:clamp(-1, 0.5)), "clamp on " .. what)
+    assert_same(flat(lark.where(x:gt(y), x, y)), flat(lark.where(xc:gt(yc), xc, yc)), "where on " .. what)
     -- in place into a non-contiguous destination
     local d, dc = x:clone():t(), xc:t():contiguous()
     d:mul_(y:t())
     dc:mul_(yc:t())
-    same_values(flat(d), flat(dc), "mul_ into a transposed tensor, " .. what)
+    assert_same(flat(d), flat(dc), "mul_ into a transposed tensor, " .. what)
   end
 
   it("give the same results on transposed inputs", function()

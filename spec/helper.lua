@@ -1,23 +1,18 @@
 -- spec/helper.lua: loaded by busted (--helper) before every spec file.
--- Gives the specs `lark` and a few assertions on tensors, in the spirit of torch.Tester.
+-- Gives the specs `lark`, a few assertions on tensors in the spirit of torch.Tester, and the plain
+-- Lua helpers that references are built with (shapes, coordinates, nested tables, random data).
+-- Coordinates, dims and indices here are 1-based, as everywhere in Lua.
 lark = lark or require "lark"
+-- busted gives the specs luassert as `assert`, but not this file: take the same module.
+local assert = require "luassert"
 
-local function flatten(x, out)
-  out = out or {}
-  if type(x) == "table" then
-    for i = 1, #x do flatten(x[i], out) end
-  elseif type(x) == "boolean" then
-    out[#out + 1] = x and 1 or 0
-  else
-    out[#out + 1] = x
-  end
-  return out
-end
+-- ---- shapes, coordinates and nested tables ------------------------------------------------------
 
-local function shape_of(x)
+--- shape_of(x): the shape of a tensor (t:size() as a plain list), of a nested table (its lengths
+-- along the first elements) or of a number ({}).
+function shape_of(x)
   if lark.is_tensor(x) then
-    local s = x:size()
-    local r = {}
+    local s, r = x:size(), {}
     for i = 1, #s do r[i] = s[i] end
     return r
   end
@@ -29,14 +24,114 @@ local function shape_of(x)
   return s
 end
 
-local function values(x)
-  if lark.is_tensor(x) then
-    if x:dim() == 0 then return {x:double():item()} end
-    return flatten(x:double():table())
+--- dim_pos(d, n): the positive position of dim d (negative counts from the end) among n dims.
+function dim_pos(d, n) return d < 0 and d + n + 1 or d end
+
+--- copy_list(c): a fresh copy of a list (a coordinate or a shape), to change without aliasing.
+function copy_list(c) return table.move(c, 1, #c, 1, {}) end
+
+--- coords(shape): every coordinate of shape in row-major order, each a fresh list ({{}} for a 0-d
+-- shape, {} when a size is 0).
+function coords(shape)
+  local out, c = {}, {}
+  for i = 1, #shape do
+    if shape[i] == 0 then return out end
+    c[i] = 1
   end
-  if type(x) == "number" then return {x} end
-  return flatten(x)
+  while true do
+    out[#out + 1] = copy_list(c)
+    local d = #shape
+    while d >= 1 do
+      c[d] = c[d] + 1
+      if c[d] <= shape[d] then break end
+      c[d] = 1
+      d = d - 1
+    end
+    if d < 1 then return out end
+  end
 end
+
+--- each_coord(shape, f): calls f(c) for every coordinate c of shape, in row-major order.
+function each_coord(shape, f)
+  for _, c in ipairs(coords(shape)) do f(c) end
+end
+
+--- get_at(tab, c): the element of nested table tab at coordinate c (tab itself for c = {}).
+function get_at(tab, c)
+  for i = 1, #c do tab = tab[c[i]] end
+  return tab
+end
+
+--- set_at(tab, c, v): stores v in nested table tab at coordinate c (#c >= 1).
+function set_at(tab, c, v)
+  for i = 1, #c - 1 do tab = tab[c[i]] end
+  tab[c[#c]] = v
+end
+
+--- build_table(shape, f): a nested table of shape whose element at c is f(c) (f's value for 0-d);
+-- c is reused between calls, copy it to keep it.
+function build_table(shape, f)
+  local function rec(d, c)
+    if d > #shape then return f(c) end
+    local t = {}
+    for i = 1, shape[d] do
+      c[d] = i
+      t[i] = rec(d + 1, c)
+    end
+    c[d] = nil
+    return t
+  end
+  return rec(1, {})
+end
+
+--- flat(x): the values of a tensor (as t:table() gives them: booleans stay booleans; a 0-d
+-- tensor's item), of a nested table (tensors inside included) or of a number, in row-major order.
+function flat(x, out)
+  out = out or {}
+  if lark.is_tensor(x) then
+    if x:dim() == 0 then
+      out[#out + 1] = x:item()
+      return out
+    end
+    x = x:reshape(-1):table()
+  end
+  if type(x) ~= "table" then
+    out[#out + 1] = x
+    return out
+  end
+  for i = 1, #x do flat(x[i], out) end
+  return out
+end
+
+--- flat_numbers(x): flat(x) as Lua numbers: tensors read through :double(), booleans as 0/1.
+function flat_numbers(x)
+  if lark.is_tensor(x) then x = x:double() end
+  local out = flat(x)
+  for i = 1, #out do
+    if type(out[i]) == "boolean" then out[i] = out[i] and 1 or 0 end
+  end
+  return out
+end
+
+-- ---- random data (Lua's own generator: references that do not depend on lark's) --------------
+
+--- rand_table(shape [, lo, hi]): a nested table of uniform numbers in [lo, hi) (default [-1, 1)).
+function rand_table(shape, lo, hi)
+  lo, hi = lo or -1, hi or 1
+  return build_table(shape, function() return lo + (hi - lo) * math.random() end)
+end
+
+--- rand_tensor(shape [, dtype [, lo, hi]]): a tensor (float64 by default) of rand_table values;
+-- zeros when a size is 0.
+function rand_tensor(shape, dtype, lo, hi)
+  dtype = dtype or "float64"
+  for i = 1, #shape do
+    if shape[i] == 0 then return lark.zeros(shape, {dtype = dtype}) end
+  end
+  return lark.tensor(rand_table(shape, lo, hi), {dtype = dtype})
+end
+
+-- ---- assertions ---------------------------------------------------------------------------------
 
 --- assert_near(actual, expected [, tol]): same shape (when both carry one) and every element
 -- within tol * (1 + |expected|) (NaN matches NaN, infinities must match exactly). Tables and
@@ -52,7 +147,7 @@ function assert_near(actual, expected, tol)
         table.concat(se, ",")), 2)
     end
   end
-  local a, e = values(actual), values(expected)
+  local a, e = flat_numbers(actual), flat_numbers(expected)
   if #a ~= #e then error(string.format("assert_near: %d elements vs %d expected", #a, #e), 2) end
   local worst, wi = -1, 0
   for i = 1, #a do
@@ -75,27 +170,50 @@ function assert_near(actual, expected, tol)
   return true
 end
 
---- rand_table(shape [, lo, hi]): a nested table of uniform numbers from Lua's own generator, for
--- references that do not depend on lark's random numbers.
-function rand_table(shape, lo, hi)
-  lo, hi = lo or -1, hi or 1
-  local function build(d)
-    local t = {}
-    for i = 1, shape[d] do
-      if d == #shape then t[i] = lo + (hi - lo) * math.random() else t[i] = build(d + 1) end
+--- same_nan(a, b): a and b (nested tables or values) are equal element by element with the same
+-- nesting, NaN matching NaN.
+function same_nan(a, b)
+  if type(a) == "table" then
+    if type(b) ~= "table" or #a ~= #b then return false end
+    for i = 1, #a do
+      if not same_nan(a[i], b[i]) then return false end
     end
-    return t
+    return true
   end
-  if #shape == 0 then return lo + (hi - lo) * math.random() end
-  return build(1)
+  return a == b or (a ~= a and b ~= b)
 end
 
---- assert_error_match(fn, pattern): fn raises an error whose message contains `pattern` (plain).
-function assert_error_match(fn, pattern)
-  local ok, err = pcall(fn)
-  if ok then error("expected an error matching '" .. pattern .. "', but the call succeeded", 2) end
-  if not tostring(err):find(pattern, 1, true) then
-    error(string.format("expected an error containing '%s', got: %s", pattern, tostring(err)), 2)
+--- assert_same(actual, expected [, what]): flat(actual) and flat(expected) are the same values
+-- (exactly, booleans and numbers not mixed, NaN matching NaN); the message names the first
+-- difference.
+function assert_same(actual, expected, what)
+  local a, e = flat(actual), flat(expected)
+  assert.are.equal(#e, #a, what)
+  for i = 1, #a do
+    local x, y = a[i], e[i]
+    if not (x == y or (x ~= x and y ~= y)) then
+      error(string.format("%s: element %d is %s, expected %s", what or "values", i, tostring(x), tostring(y)), 2)
+    end
   end
   return true
 end
+
+--- error_of(fn, ...): the message of the error fn(...) raises; fails the test if fn returns.
+function error_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return tostring(err)
+end
+
+--- expect_error(pattern, fn, ...): fn(...) raises an error whose message contains pattern (plain
+-- text, not a Lua pattern); returns the message.
+function expect_error(pattern, fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error containing: " .. pattern)
+  err = tostring(err)
+  assert.truthy(err:find(pattern, 1, true), string.format("error %q does not contain %q", err, pattern))
+  return err
+end
+
+--- assert_error_match(fn, pattern): expect_error with the arguments the other way round.
+function assert_error_match(fn, pattern) return expect_error(pattern, fn) end

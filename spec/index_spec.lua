@@ -4,73 +4,12 @@
 
 -- ---- plain Lua helpers ----------------------------------------------------------------------
 
-local function shape_of(t)
-  local s, r = t:size(), {}
-  for i = 1, #s do r[i] = s[i] end
-  return r
-end
-
--- Calls f(c) for every 1-based coordinate c of shape, in row-major order (once for 0-d).
-local function each_coord(shape, f)
-  for i = 1, #shape do
-    if shape[i] == 0 then return end
-  end
-  local c = {}
-  for i = 1, #shape do c[i] = 1 end
-  while true do
-    f(c)
-    local d = #shape
-    while d >= 1 do
-      c[d] = c[d] + 1
-      if c[d] <= shape[d] then break end
-      c[d] = 1
-      d = d - 1
-    end
-    if d < 1 then return end
-  end
-end
-
-local function get(tbl, c)
-  for i = 1, #c do tbl = tbl[c[i]] end
-  return tbl
-end
-
-local function set(tbl, c, v)
-  for i = 1, #c - 1 do tbl = tbl[c[i]] end
-  tbl[c[#c]] = v
-end
-
-local function copy_coord(c)
-  local r = {}
-  for i = 1, #c do r[i] = c[i] end
-  return r
-end
-
--- A nested table of `shape` filled with f(coord).
-local function build(shape, f)
-  local function rec(d, c)
-    if d > #shape then return f(c) end
-    local t = {}
-    for i = 1, shape[d] do
-      c[d] = i
-      t[i] = rec(d + 1, c)
-    end
-    c[d] = nil
-    return t
-  end
-  return rec(1, {})
-end
-
-local function randn(shape) return lark.tensor(rand_table(shape), {dtype = "float64"}) end
-
 -- Random integers in lo..hi as a nested table of `shape`.
 local function rand_ints(shape, lo, hi)
-  return build(shape, function() return math.random(lo, hi) end)
+  return build_table(shape, function() return math.random(lo, hi) end)
 end
 
 local function long(tbl) return lark.tensor(tbl, {dtype = "int64"}) end
-
-local function dim_pos(d, n) return d < 0 and d + n + 1 or d end
 
 -- Lua's order with NaN as the largest number; ties are left to the caller (position).
 local function gt(a, b) return a > b or (a ~= a and b == b) end
@@ -84,18 +23,18 @@ describe("index_select", function()
     for _, view in ipairs({false, true}) do
       for dim = -3, 3 do
         if dim ~= 0 then
-          local base = randn({4, 3, 5})
+          local base = rand_tensor({4, 3, 5})
           local t = view and base:transpose(1, 3) or base -- 5x3x4, strided
           local ref, shape = t:table(), shape_of(t)
           local d = dim_pos(dim, 3)
           local idx = rand_ints({6}, 1, shape[d])
           local r = t:index_select(dim, long(idx))
-          local rshape = copy_coord(shape)
+          local rshape = copy_list(shape)
           rshape[d] = 6
-          local want = build(rshape, function(c)
-            local sc = copy_coord(c)
+          local want = build_table(rshape, function(c)
+            local sc = copy_list(c)
             sc[d] = idx[c[d]]
-            return get(ref, sc)
+            return get_at(ref, sc)
           end)
           assert.are.same(rshape, shape_of(r))
           assert.are.same(want, r:table())
@@ -137,7 +76,7 @@ describe("gather", function()
     for _, view in ipairs({false, true}) do
       for dim = -3, 3 do
         if dim ~= 0 then
-          local base = randn({4, 3, 5})
+          local base = rand_tensor({4, 3, 5})
           local t = view and base:transpose(1, 2) or base -- 3x4x5
           local ref, shape = t:table(), shape_of(t)
           local d = dim_pos(dim, 3)
@@ -148,10 +87,10 @@ describe("gather", function()
           if view then it = long(rand_ints({ishape[3], ishape[2], ishape[1]}, 1, shape[d])):transpose(1, 3) end
           local idx_t = it:table()
           local r = t:gather(dim, it)
-          local want = build(ishape, function(c)
-            local sc = copy_coord(c)
-            sc[d] = get(idx_t, c)
-            return get(ref, sc)
+          local want = build_table(ishape, function(c)
+            local sc = copy_list(c)
+            sc[d] = get_at(idx_t, c)
+            return get_at(ref, sc)
           end)
           assert.are.same(ishape, shape_of(r))
           assert.are.same(want, r:table())
@@ -164,7 +103,7 @@ describe("gather", function()
   it("works on 0-d tensors and empty indices", function()
     local s = lark.tensor(3.5)
     assert.are.equal(3.5, s:gather(1, lark.tensor(1, {dtype = "int64"})):item())
-    local t = randn({2, 3})
+    local t = rand_tensor({2, 3})
     assert.are.same({2, 0}, shape_of(t:gather(2, lark.zeros(2, 0, {dtype = "int64"}))))
   end)
 end)
@@ -180,9 +119,9 @@ local function scatter_ref(ref, dim, idx, src)
     end
     return s
   end)(), function(c)
-    local dc = copy_coord(c)
-    dc[dim] = get(idx, c)
-    set(ref, dc, get(ref, dc) + get(src, c))
+    local dc = copy_list(c)
+    dc[dim] = get_at(idx, c)
+    set_at(ref, dc, get_at(ref, dc) + get_at(src, c))
   end)
   return ref
 end
@@ -192,11 +131,11 @@ describe("scatter_add", function()
     for dim = -2, 2 do
       if dim ~= 0 then
         local d = dim_pos(dim, 2)
-        local t = randn({4, 5})
+        local t = rand_tensor({4, 5})
         local ishape = d == 1 and {9, 5} or {4, 9}
         local idx = rand_ints(ishape, 1, d == 1 and 2 or 3) -- few targets: many repeats
-        local src = randn({9, 9}):narrow(3 - d, 1, d == 1 and 5 or 4)
-        if d == 2 then src = randn({4, 9}) end
+        local src = rand_tensor({9, 9}):narrow(3 - d, 1, d == 1 and 5 or 4)
+        if d == 2 then src = rand_tensor({4, 9}) end
         local want = scatter_ref(t:table(), d, idx, src:table())
         local before = t:table()
         local r = t:scatter_add(dim, long(idx), src)
@@ -254,10 +193,10 @@ end)
 
 describe("masked_fill", function()
   it("fills where a broadcast bool or uint8 mask is set", function()
-    local t = randn({3, 4})
+    local t = rand_tensor({3, 4})
     local ref = t:table()
     local m = {true, false, false, true}
-    local want = build({3, 4}, function(c) return m[c[2]] and -7 or ref[c[1]][c[2]] end)
+    local want = build_table({3, 4}, function(c) return m[c[2]] and -7 or ref[c[1]][c[2]] end)
     assert.are.same(want, t:masked_fill(lark.tensor(m), -7):table())
     assert.are.same(want, t:masked_fill(lark.tensor({{1, 0, 0, 1}}, {dtype = "uint8"}), -7):table())
     assert.are.same(ref, t:table())
@@ -266,11 +205,11 @@ describe("masked_fill", function()
   end)
 
   it("matches a Lua loop on a transposed tensor with a full mask", function()
-    local base = randn({5, 3})
+    local base = rand_tensor({5, 3})
     local t = base:t()
-    local mt = build({3, 5}, function() return math.random() < 0.5 end)
+    local mt = build_table({3, 5}, function() return math.random() < 0.5 end)
     local ref = t:table()
-    local want = build({3, 5}, function(c) return get(mt, c) and 2.5 or get(ref, c) end)
+    local want = build_table({3, 5}, function(c) return get_at(mt, c) and 2.5 or get_at(ref, c) end)
     t:masked_fill_(lark.tensor(mt), 2.5)
     assert.are.same(want, t:table())
     assert.are.same(want, base:t():table()) -- wrote through the view
@@ -299,12 +238,12 @@ end)
 
 describe("masked_select", function()
   it("picks the set elements in row-major order", function()
-    local t = randn({4, 3}):t() -- 3x4 view
+    local t = rand_tensor({4, 3}):t() -- 3x4 view
     local ref = t:table()
-    local mt = build({3, 4}, function() return math.random() < 0.4 end)
+    local mt = build_table({3, 4}, function() return math.random() < 0.4 end)
     local want = {}
     each_coord({3, 4}, function(c)
-      if get(mt, c) then want[#want + 1] = get(ref, c) end
+      if get_at(mt, c) then want[#want + 1] = get_at(ref, c) end
     end)
     local r = t:masked_select(lark.tensor(mt))
     assert.are.equal(1, r:dim())
@@ -324,11 +263,11 @@ end)
 
 describe("nonzero", function()
   it("gives 1-based coordinates in row-major order", function()
-    local tbl = build({3, 4, 2}, function() return math.random() < 0.3 and math.random(1, 9) or 0 end)
+    local tbl = build_table({3, 4, 2}, function() return math.random() < 0.3 and math.random(1, 9) or 0 end)
     local t = lark.tensor(tbl, {dtype = "int64"})
     local want = {}
     each_coord({3, 4, 2}, function(c)
-      if get(tbl, c) ~= 0 then want[#want + 1] = copy_coord(c) end
+      if get_at(tbl, c) ~= 0 then want[#want + 1] = copy_list(c) end
     end)
     local r = t:nonzero()
     assert.are.equal("int64", r:dtype())
@@ -338,7 +277,7 @@ describe("nonzero", function()
     local tt = t:transpose(1, 3)
     local want_t = {}
     each_coord({2, 4, 3}, function(c)
-      if tbl[c[3]][c[2]][c[1]] ~= 0 then want_t[#want_t + 1] = copy_coord(c) end
+      if tbl[c[3]][c[2]][c[1]] ~= 0 then want_t[#want_t + 1] = copy_list(c) end
     end)
     assert.are.same(want_t, tt:nonzero():table())
   end)
@@ -373,39 +312,27 @@ end
 
 -- Applies sort_ref to every line along dim d of a nested table of `shape`; keeps the first k.
 local function lines_ref(tbl, shape, d, descending, k)
-  local vshape = copy_coord(shape)
+  local vshape = copy_list(shape)
   vshape[d] = k
-  local vals, idx = build(vshape, function() return 0 end), build(vshape, function() return 0 end)
-  local oshape = copy_coord(shape)
+  local vals, idx = build_table(vshape, function() return 0 end), build_table(vshape, function() return 0 end)
+  local oshape = copy_list(shape)
   oshape[d] = 1
   each_coord(oshape, function(c)
     local line = {}
     for i = 1, shape[d] do
-      local lc = copy_coord(c)
+      local lc = copy_list(c)
       lc[d] = i
-      line[i] = get(tbl, lc)
+      line[i] = get_at(tbl, lc)
     end
     local v, p = sort_ref(line, descending)
     for i = 1, k do
-      local lc = copy_coord(c)
+      local lc = copy_list(c)
       lc[d] = i
-      set(vals, lc, v[i])
-      set(idx, lc, p[i])
+      set_at(vals, lc, v[i])
+      set_at(idx, lc, p[i])
     end
   end)
   return vals, idx
-end
-
--- NaN-aware equality of nested tables.
-local function same_nan(a, b)
-  if type(a) == "table" then
-    if type(b) ~= "table" or #a ~= #b then return false end
-    for i = 1, #a do
-      if not same_nan(a[i], b[i]) then return false end
-    end
-    return true
-  end
-  return a == b or (a ~= a and b ~= b)
 end
 
 describe("sort", function()
@@ -542,15 +469,15 @@ describe("cumsum", function()
   it("matches running sums in Lua along every dim of a view", function()
     for dim = -3, 3 do
       if dim ~= 0 then
-        local t = randn({3, 4, 5}):transpose(2, 3) -- 3x5x4
+        local t = rand_tensor({3, 4, 5}):transpose(2, 3) -- 3x5x4
         local ref, shape = t:table(), shape_of(t)
         local d = dim_pos(dim, 3)
-        local want = build(shape, function(c)
+        local want = build_table(shape, function(c)
           local s = 0
           for i = 1, c[d] do
-            local lc = copy_coord(c)
+            local lc = copy_list(c)
             lc[d] = i
-            s = s + get(ref, lc)
+            s = s + get_at(ref, lc)
           end
           return s
         end)

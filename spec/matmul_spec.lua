@@ -4,47 +4,11 @@
 
 math.randomseed(11)
 
-local function expect_error(pattern, fn)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, "expected an error containing: " .. pattern)
-  assert.truthy(tostring(err):find(pattern, 1, true), string.format("error %q does not contain %q", tostring(err), pattern))
-end
-
-local function shape(t)
-  local s, r = t:size(), {}
-  for i = 1, #s do r[i] = s[i] end
-  return r
-end
-
-local function coords(sh)
-  local out, c = {}, {}
-  for i = 1, #sh do
-    if sh[i] == 0 then return out end
-    c[i] = 1
-  end
-  while true do
-    out[#out + 1] = table.move(c, 1, #c, 1, {})
-    local d = #sh
-    while d >= 1 do
-      c[d] = c[d] + 1
-      if c[d] <= sh[d] then break end
-      c[d] = 1
-      d = d - 1
-    end
-    if d < 1 then return out end
-  end
-end
-
-local function get(tab, c)
-  for i = 1, #c do tab = tab[c[i]] end
-  return tab
-end
-
 -- numpy.matmul of two tensors, computed from their tables: returns the nested result table (a
 -- number for a 0-d result) and its shape.
 local function ref_matmul(a, b)
   local at, bt = a:table(), b:table()
-  local sa, sb = shape(a), shape(b)
+  local sa, sb = shape_of(a), shape_of(b)
   -- 1-D operands: a becomes a row, b a column
   local a1, b1 = #sa == 1, #sb == 1
   if a1 then at, sa = {at}, {1, sa[1]} end
@@ -102,7 +66,7 @@ end
 local function check(a, b, tol)
   local want, wshape = ref_matmul(a, b)
   local r = lark.matmul(a, b)
-  assert.are.same(wshape, shape(r))
+  assert.are.same(wshape, shape_of(r))
   local dt = (a:dtype() == "float64" or b:dtype() == "float64") and "float64" or "float32"
   assert.are.equal(dt, r:dtype())
   tol = tol or (dt == "float64" and 1e-12 or 1e-5)
@@ -111,18 +75,16 @@ local function check(a, b, tol)
     assert_near(r:item(), want, tol)
   else
     local rt = r:table()
-    for _, c in ipairs(coords(wshape)) do assert_near(get(rt, c), get(want, c), tol) end
+    for _, c in ipairs(coords(wshape)) do assert_near(get_at(rt, c), get_at(want, c), tol) end
   end
   return r
 end
-
-local function rnd(sh, dt) return lark.tensor(rand_table(sh), dt or "float64") end
 
 describe("matmul", function()
   for _, dt in ipairs({"float64", "float32"}) do
     describe(dt, function()
       it("1-D . 1-D is a 0-d dot product", function()
-        local a, b = rnd({7}, dt), rnd({7}, dt)
+        local a, b = rand_tensor({7}, dt), rand_tensor({7}, dt)
         local r = check(a, b)
         assert.are.equal(0, r:dim())
         local x = lark.tensor({1, 2, 3}, dt)
@@ -130,86 +92,86 @@ describe("matmul", function()
       end)
 
       it("2-D . 1-D and 1-D . 2-D drop the vector's dim", function()
-        assert.are.same({5}, shape(check(rnd({5, 7}, dt), rnd({7}, dt))))
-        assert.are.same({3}, shape(check(rnd({7}, dt), rnd({7, 3}, dt))))
+        assert.are.same({5}, shape_of(check(rand_tensor({5, 7}, dt), rand_tensor({7}, dt))))
+        assert.are.same({3}, shape_of(check(rand_tensor({7}, dt), rand_tensor({7, 3}, dt))))
         assert.are.same({{17}, {39}}, lark.matmul(lark.tensor({{1, 2}, {3, 4}}, dt), lark.tensor({{5}, {6}}, dt)):table())
       end)
 
       it("2-D . 2-D", function()
-        check(rnd({5, 7}, dt), rnd({7, 3}, dt))
-        check(rnd({1, 1}, dt), rnd({1, 1}, dt))
-        check(rnd({33, 17}, dt), rnd({17, 9}, dt))
+        check(rand_tensor({5, 7}, dt), rand_tensor({7, 3}, dt))
+        check(rand_tensor({1, 1}, dt), rand_tensor({1, 1}, dt))
+        check(rand_tensor({33, 17}, dt), rand_tensor({17, 9}, dt))
         assert.are.same({{19, 22}, {43, 50}},
           lark.matmul(lark.tensor({{1, 2}, {3, 4}}, dt), lark.tensor({{5, 6}, {7, 8}}, dt)):table())
       end)
 
       it("batched 3-D . 3-D", function()
-        check(rnd({4, 5, 7}, dt), rnd({4, 7, 3}, dt))
-        check(rnd({1, 5, 7}, dt), rnd({4, 7, 3}, dt)) -- batch of 1 broadcast
+        check(rand_tensor({4, 5, 7}, dt), rand_tensor({4, 7, 3}, dt))
+        check(rand_tensor({1, 5, 7}, dt), rand_tensor({4, 7, 3}, dt)) -- batch of 1 broadcast
       end)
 
       it("broadcasts batches: (2,1,m,k) . (3,k,n) -> (2,3,m,n)", function()
-        local r = check(rnd({2, 1, 4, 5}, dt), rnd({3, 5, 6}, dt))
-        assert.are.same({2, 3, 4, 6}, shape(r))
-        check(rnd({3, 1, 2, 5}, dt), rnd({1, 4, 5, 2}, dt))
+        local r = check(rand_tensor({2, 1, 4, 5}, dt), rand_tensor({3, 5, 6}, dt))
+        assert.are.same({2, 3, 4, 6}, shape_of(r))
+        check(rand_tensor({3, 1, 2, 5}, dt), rand_tensor({1, 4, 5, 2}, dt))
       end)
 
       it("N-D . 2-D, 2-D . N-D, N-D . 1-D and 1-D . N-D", function()
-        assert.are.same({2, 3, 4, 6}, shape(check(rnd({2, 3, 4, 5}, dt), rnd({5, 6}, dt))))
-        assert.are.same({2, 3, 4, 6}, shape(check(rnd({4, 5}, dt), rnd({2, 3, 5, 6}, dt))))
-        assert.are.same({2, 3, 4}, shape(check(rnd({2, 3, 4, 5}, dt), rnd({5}, dt))))
-        assert.are.same({2, 6}, shape(check(rnd({5}, dt), rnd({2, 5, 6}, dt))))
+        assert.are.same({2, 3, 4, 6}, shape_of(check(rand_tensor({2, 3, 4, 5}, dt), rand_tensor({5, 6}, dt))))
+        assert.are.same({2, 3, 4, 6}, shape_of(check(rand_tensor({4, 5}, dt), rand_tensor({2, 3, 5, 6}, dt))))
+        assert.are.same({2, 3, 4}, shape_of(check(rand_tensor({2, 3, 4, 5}, dt), rand_tensor({5}, dt))))
+        assert.are.same({2, 6}, shape_of(check(rand_tensor({5}, dt), rand_tensor({2, 5, 6}, dt))))
       end)
 
       it("reads transposed and non-contiguous operands", function()
-        local a = rnd({7, 5}, dt):t()                      -- (5, 7), column-major
-        local b = rnd({3, 7}, dt):t()                      -- (7, 3)
+        local a = rand_tensor({7, 5}, dt):t()                      -- (5, 7), column-major
+        local b = rand_tensor({3, 7}, dt):t()                      -- (7, 3)
         check(a, b)
-        check(rnd({5, 10}, dt):narrow(2, 3, 7), rnd({7, 8}, dt):narrow(2, 2, 3)) -- leading dims wider than cols
-        check(rnd({5, 14}, dt)[{{}, {1, 14, 2}}], b)        -- every other column: copied, still right
-        check(rnd({4, 7, 5}, dt):transpose(2, 3), rnd({7, 4, 3}, dt):transpose(1, 2)) -- batch dim out of order
-        check(rnd({1, 7}, dt):expand(5, 7), b)             -- rows all the same: stride 0
-        check(rnd({5, 7}, dt), rnd({7, 1}, dt):expand(7, 3)) -- columns all the same
-        check(rnd({5, 1}, dt):expand(5, 1), rnd({1, 4}, dt)) -- k = 1
+        check(rand_tensor({5, 10}, dt):narrow(2, 3, 7), rand_tensor({7, 8}, dt):narrow(2, 2, 3)) -- leading dims wider than cols
+        check(rand_tensor({5, 14}, dt)[{{}, {1, 14, 2}}], b)        -- every other column: copied, still right
+        check(rand_tensor({4, 7, 5}, dt):transpose(2, 3), rand_tensor({7, 4, 3}, dt):transpose(1, 2)) -- batch dim out of order
+        check(rand_tensor({1, 7}, dt):expand(5, 7), b)             -- rows all the same: stride 0
+        check(rand_tensor({5, 7}, dt), rand_tensor({7, 1}, dt):expand(7, 3)) -- columns all the same
+        check(rand_tensor({5, 1}, dt):expand(5, 1), rand_tensor({1, 4}, dt)) -- k = 1
         check(lark.tensor({{2}}, dt):expand(3, 1), lark.tensor({{1, 2}}, dt)) -- a column expanded from one element
-        check(rnd({3, 1, 1}, dt):expand(3, 4, 1), rnd({3, 1, 2}, dt))
-        check(rnd({6}, dt)[{{1, 6, 2}}], rnd({3, 4}, dt))   -- strided vector
-        check(rnd({4, 3}, dt), rnd({3}, dt):view(3, 1):expand(3, 1):squeeze(2))
+        check(rand_tensor({3, 1, 1}, dt):expand(3, 4, 1), rand_tensor({3, 1, 2}, dt))
+        check(rand_tensor({6}, dt)[{{1, 6, 2}}], rand_tensor({3, 4}, dt))   -- strided vector
+        check(rand_tensor({4, 3}, dt), rand_tensor({3}, dt):view(3, 1):expand(3, 1):squeeze(2))
       end)
 
       it("k = 0 gives zeros, m = 0 or n = 0 gives an empty result", function()
         local r = lark.matmul(lark.zeros(3, 0, {dtype = dt}), lark.zeros(0, 4, {dtype = dt}))
-        assert.are.same({3, 4}, shape(r))
+        assert.are.same({3, 4}, shape_of(r))
         assert.are.same({{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}}, r:table())
         assert.are.equal(0, lark.matmul(lark.zeros(0, {dtype = dt}), lark.zeros(0, {dtype = dt})):item())
-        assert.are.same({0, 4}, shape(lark.matmul(lark.zeros(0, 3, {dtype = dt}), lark.ones(3, 4, {dtype = dt}))))
-        assert.are.same({2, 5, 0}, shape(lark.matmul(lark.ones(2, 5, 3, {dtype = dt}), lark.ones(3, 0, {dtype = dt}))))
-        assert.are.same({0, 2, 2}, shape(lark.matmul(lark.ones(0, 2, 3, {dtype = dt}), lark.ones(3, 2, {dtype = dt}))))
+        assert.are.same({0, 4}, shape_of(lark.matmul(lark.zeros(0, 3, {dtype = dt}), lark.ones(3, 4, {dtype = dt}))))
+        assert.are.same({2, 5, 0}, shape_of(lark.matmul(lark.ones(2, 5, 3, {dtype = dt}), lark.ones(3, 0, {dtype = dt}))))
+        assert.are.same({0, 2, 2}, shape_of(lark.matmul(lark.ones(0, 2, 3, {dtype = dt}), lark.ones(3, 2, {dtype = dt}))))
       end)
     end)
   end
 
   it("promotes float32 . float64 to float64", function()
-    check(rnd({4, 3}, "float32"), rnd({3, 2}, "float64"), 1e-12)
+    check(rand_tensor({4, 3}, "float32"), rand_tensor({3, 2}, "float64"), 1e-12)
   end)
 
   it("has the method forms t:matmul, mm, bmm, mv and dot", function()
-    local a, b = rnd({3, 4}), rnd({4, 2})
+    local a, b = rand_tensor({3, 4}), rand_tensor({4, 2})
     local want = lark.matmul(a, b):table()
     assert.are.same(want, a:matmul(b):table())
     assert.are.same(want, a:mm(b):table())
     assert.are.same(want, lark.mm(a, b):table())
-    local x, y = rnd({2, 3, 4}), rnd({2, 4, 5})
+    local x, y = rand_tensor({2, 3, 4}), rand_tensor({2, 4, 5})
     assert.are.same(lark.matmul(x, y):table(), x:bmm(y):table())
-    local v = rnd({4})
+    local v = rand_tensor({4})
     assert.are.same(lark.matmul(a, v):table(), a:mv(v):table())
-    local u = rnd({4})
+    local u = rand_tensor({4})
     assert_near(v:dot(u):item(), ref_matmul(v, u), 1e-12)
     expect_error("dot: expected two 1-D tensors, got 2-D and 1-D", function() return a:dot(v) end)
   end)
 
   it("does not modify its operands and returns fresh storage", function()
-    local a, b = rnd({3, 4}), rnd({4, 2})
+    local a, b = rand_tensor({3, 4}), rand_tensor({4, 2})
     local at, bt = a:table(), b:table()
     local r = lark.matmul(a, b)
     assert.is_false(r:shares_storage(a))

@@ -46,8 +46,6 @@ local function ref_randint(seed, j, low, high)
   return low + carry
 end
 
-local function flat(t) return t:flatten():table() end
-
 local function count_differences(a, b)
   local n = 0
   for i = 1, #a do

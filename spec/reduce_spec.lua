@@ -5,45 +5,13 @@
 
 local nan = 0 / 0
 
-local function shape_of(t)
-  local s, r = t:size(), {}
-  for i = 1, #s do r[i] = s[i] end
-  return r
-end
-
--- The elements of t in row-major order (booleans as 0/1) and its shape.
-local function elements(t)
-  local shape = shape_of(t)
-  if #shape == 0 then return {t:double():item()}, shape end
-  local out = {}
-  local function walk(x)
-    if type(x) == "table" then
-      for i = 1, #x do walk(x[i]) end
-    else
-      out[#out + 1] = type(x) == "boolean" and (x and 1 or 0) or x
-    end
-  end
-  walk(t:double():table())
-  return out, shape
-end
-
 -- A nested table of `shape` (a number for no dims) from a row-major list.
 local function nest(list, shape)
-  if #shape == 0 then return list[1] end
   local pos = 0
-  local function rec(d)
-    local t = {}
-    for i = 1, shape[d] do
-      if d == #shape then
-        pos = pos + 1
-        t[i] = list[pos]
-      else
-        t[i] = rec(d + 1)
-      end
-    end
-    return t
-  end
-  return rec(1)
+  return build_table(shape, function()
+    pos = pos + 1
+    return list[pos]
+  end)
 end
 
 -- The reference's groups: for each output (row-major), the values it reduces in row-major order
@@ -54,7 +22,7 @@ local function ref_groups(t, dims, keepdim)
   local key = (dims and table.concat(dims, ",") or "all") .. tostring(keepdim)
   memo[t] = memo[t] or {}
   if memo[t][key] then return table.unpack(memo[t][key]) end
-  local vals, shape = elements(t)
+  local vals, shape = flat_numbers(t), shape_of(t)
   local n = #shape
   local red = {}
   if dims == nil or #dims == 0 then
@@ -104,39 +72,20 @@ local R = {}
 function R.sum(v) local s = 0 for _, x in ipairs(v) do s = s + x end return s end
 function R.prod(v) local s = 1 for _, x in ipairs(v) do s = s * x end return s end
 function R.mean(v) return R.sum(v) / #v end
-function R.max(v)
-  local m = v[1]
-  for _, x in ipairs(v) do
-    if m ~= m then break end
-    if x ~= x or x > m then m = x end
-  end
-  return m
-end
-function R.min(v)
-  local m = v[1]
-  for _, x in ipairs(v) do
-    if m ~= m then break end
-    if x ~= x or x < m then m = x end
-  end
-  return m
-end
--- index (1-based) of the first max / min, NaN first
-function R.argmax(v)
+-- The 1-based index of the first max (beats: >) or min (beats: <); a NaN beats everything, and
+-- the first NaN wins.
+local function first_best(v, beats)
   local b = 1
   for i, x in ipairs(v) do
     if v[b] ~= v[b] then break end
-    if x ~= x or x > v[b] then b = i end
+    if x ~= x or beats(x, v[b]) then b = i end
   end
   return b
 end
-function R.argmin(v)
-  local b = 1
-  for i, x in ipairs(v) do
-    if v[b] ~= v[b] then break end
-    if x ~= x or x < v[b] then b = i end
-  end
-  return b
-end
+function R.argmax(v) return first_best(v, function(x, y) return x > y end) end
+function R.argmin(v) return first_best(v, function(x, y) return x < y end) end
+function R.max(v) return v[R.argmax(v)] end
+function R.min(v) return v[R.argmin(v)] end
 local function var_fn(unbiased)
   return function(v)
     local m = R.mean(v)
@@ -170,19 +119,17 @@ end
 function R.any(v) for _, x in ipairs(v) do if x ~= 0 then return 1 end end return 0 end
 function R.all(v) for _, x in ipairs(v) do if x == 0 then return 0 end end return 1 end
 
-local function randt(shape, dtype) return lark.tensor(rand_table(shape), {dtype = dtype or "float64"}) end
-
 -- The views every op is checked on: contiguous, transposed, narrowed, expanded.
 local function layouts(dtype)
   local out = {}
   local shapes = {{7}, {4, 5}, {3, 4, 5}, {2, 3, 2, 4}, {1, 6, 1}}
-  for _, s in ipairs(shapes) do out[#out + 1] = {"contiguous " .. table.concat(s, "x"), randt(s, dtype)} end
-  local b = randt({4, 5, 6}, dtype)
+  for _, s in ipairs(shapes) do out[#out + 1] = {"contiguous " .. table.concat(s, "x"), rand_tensor(s, dtype)} end
+  local b = rand_tensor({4, 5, 6}, dtype)
   out[#out + 1] = {"transposed", b:transpose(1, 3)}
   out[#out + 1] = {"narrowed", b:narrow(2, 2, 3)}
-  out[#out + 1] = {"expanded", randt({4, 1, 6}, dtype):expand(4, 5, 6)}
-  out[#out + 1] = {"expanded leading", randt({5, 6}, dtype):expand(3, 5, 6)}
-  out[#out + 1] = {"4-D permuted", randt({2, 3, 4, 5}, dtype):transpose(2, 4):narrow(1, 2, 1)}
+  out[#out + 1] = {"expanded", rand_tensor({4, 1, 6}, dtype):expand(4, 5, 6)}
+  out[#out + 1] = {"expanded leading", rand_tensor({5, 6}, dtype):expand(3, 5, 6)}
+  out[#out + 1] = {"4-D permuted", rand_tensor({2, 3, 4, 5}, dtype):transpose(2, 4):narrow(1, 2, 1)}
   return out
 end
 

@@ -2,55 +2,20 @@
 -- copies compare exactly), on non-contiguous views and with negative dims; views share storage;
 -- and the error messages.
 
-local function shape_of(t)
-  local s, r = t:size(), {}
-  for i = 1, #s do r[i] = s[i] end
-  return r
-end
-
-local function get(tbl, c)
-  for i = 1, #c do tbl = tbl[c[i]] end
-  return tbl
-end
-
-local function copy_coord(c)
-  local r = {}
-  for i = 1, #c do r[i] = c[i] end
-  return r
-end
-
--- A nested table of `shape` filled with f(coord).
-local function build(shape, f)
-  local function rec(d, c)
-    if d > #shape then return f(c) end
-    local t = {}
-    for i = 1, shape[d] do
-      c[d] = i
-      t[i] = rec(d + 1, c)
-    end
-    c[d] = nil
-    return t
-  end
-  return rec(1, {})
-end
-
-local function randn(shape) return lark.tensor(rand_table(shape), {dtype = "float64"}) end
-local function dim_pos(d, n) return d < 0 and d + n + 1 or d end
-
 -- Reference cat of nested tables (all of `ndim` dims) along d.
 local function cat_ref(tables, shapes, d)
-  local out_shape = copy_coord(shapes[1])
+  local out_shape = copy_list(shapes[1])
   out_shape[d] = 0
   for _, s in ipairs(shapes) do out_shape[d] = out_shape[d] + s[d] end
-  return build(out_shape, function(c)
+  return build_table(out_shape, function(c)
     local k, i = 1, c[d]
     while i > shapes[k][d] do
       i = i - shapes[k][d]
       k = k + 1
     end
-    local sc = copy_coord(c)
+    local sc = copy_list(c)
     sc[d] = i
-    return get(tables[k], sc)
+    return get_at(tables[k], sc)
   end), out_shape
 end
 
@@ -65,8 +30,8 @@ describe("cat", function()
         for k = 1, 3 do
           local s = {2, 3, 4}
           s[d] = k == 2 and 0 or math.random(1, 3) -- an empty piece in the middle
-          local t = s[d] == 0 and lark.zeros(s, {dtype = "float64"}) or randn(s)
-          if k == 3 then t = randn({s[3], s[2], s[1]}):transpose(1, 3) end -- a strided piece
+          local t = s[d] == 0 and lark.zeros(s, {dtype = "float64"}) or rand_tensor(s)
+          if k == 3 then t = rand_tensor({s[3], s[2], s[1]}):transpose(1, 3) end -- a strided piece
           ts[k], tables[k], shapes[k] = t, t:table(), shape_of(t)
         end
         local want, want_shape = cat_ref(tables, shapes, d)
@@ -101,7 +66,7 @@ describe("cat", function()
   end)
 
   it("skips empty 1-D tensors whatever their rank, as PyTorch does", function()
-    local x = randn({2, 3})
+    local x = rand_tensor({2, 3})
     local e = lark.tensor({})
     assert.are.same(x:table(), lark.cat({e, x, e}, 2):table())
     assert.are.same(x:table(), lark.cat({e, x}, -1):table())
@@ -130,7 +95,7 @@ end)
 
 describe("stack", function()
   it("matches a Lua reference at every position, negative dims included", function()
-    local a, b = randn({2, 3}), randn({3, 2}):t() -- b is a strided view
+    local a, b = rand_tensor({2, 3}), rand_tensor({3, 2}):t() -- b is a strided view
     local ta, tb = a:table(), b:table()
     for dim = -3, 3 do
       if dim ~= 0 then
@@ -139,10 +104,10 @@ describe("stack", function()
         local want_shape = {2, 3}
         table.insert(want_shape, d, 2)
         assert.are.same(want_shape, shape_of(r))
-        local want = build(want_shape, function(c)
-          local sc = copy_coord(c)
+        local want = build_table(want_shape, function(c)
+          local sc = copy_list(c)
           local k = table.remove(sc, d)
-          return get(k == 1 and ta or tb, sc)
+          return get_at(k == 1 and ta or tb, sc)
         end)
         assert.are.same(want, r:table())
       end
@@ -166,7 +131,7 @@ end)
 
 describe("split", function()
   it("gives views of the given size, the last one smaller", function()
-    local t = randn({7, 4})
+    local t = rand_tensor({7, 4})
     local ref = t:table()
     local parts = t:split(3)
     assert.are.equal(3, #parts)
@@ -180,13 +145,13 @@ describe("split", function()
   end)
 
   it("splits along negative dims and strided views", function()
-    local base = randn({5, 6})
+    local base = rand_tensor({5, 6})
     local t = base:t() -- 6x5
     local parts = t:split(2, -1)
     assert.are.equal(3, #parts)
     local ref = t:table()
     for k, p in ipairs(parts) do
-      local want = build(shape_of(p), function(c) return ref[c[1]][c[2] + 2 * (k - 1)] end)
+      local want = build_table(shape_of(p), function(c) return ref[c[1]][c[2] + 2 * (k - 1)] end)
       assert.are.same(want, p:table())
     end
     parts[3]:fill_(-1)
@@ -243,7 +208,7 @@ describe("chunk", function()
   end)
 
   it("gives views along any dim, writing through to the original", function()
-    local t = randn({3, 5})
+    local t = rand_tensor({3, 5})
     local ref = t:table()
     local parts = t:chunk(2, -1)
     assert.are.equal(2, #parts)

@@ -4,39 +4,14 @@
 
 local function f32(x) return (string.unpack("f", string.pack("f", x))) end
 
--- The values of a (nested) table or tensor in row-major order.
-local function flat(x, out)
-  out = out or {}
-  if lark.is_tensor(x) then
-    if x:dim() == 0 then out[#out + 1] = x:item() return out end
-    x = x:table()
-  end
-  if type(x) ~= "table" then out[#out + 1] = x return out end
-  for i = 1, #x do flat(x[i], out) end
-  return out
-end
-
-local function shape(t)
-  local s = t:size()
-  local r = {}
-  for i = 1, #s do r[i] = s[i] end
-  return r
-end
-
-local function expect_error(pattern, fn)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, "expected an error containing: " .. pattern)
-  assert.truthy(tostring(err):find(pattern, 1, true), string.format("error %q does not contain %q", tostring(err), pattern))
-end
-
 describe("lark.tensor", function()
   it("builds from nested tables with the table's shape and row-major values", function()
     local t = lark.tensor({{1, 2, 3}, {4, 5, 6}})
-    assert.are.same({2, 3}, shape(t))
+    assert.are.same({2, 3}, shape_of(t))
     assert.are.equal("float32", t:dtype()) -- Torch7's default tensor type, even for integers
     assert.are.same({{1, 2, 3}, {4, 5, 6}}, t:table())
     local c = lark.tensor({{{1, 2}}, {{3, 4}}, {{5, 6}}})
-    assert.are.same({3, 1, 2}, shape(c))
+    assert.are.same({3, 1, 2}, shape_of(c))
     assert.are.same({1, 2, 3, 4, 5, 6}, flat(c))
   end)
 
@@ -51,7 +26,7 @@ describe("lark.tensor", function()
   it("builds 0-d tensors from numbers and booleans", function()
     local s = lark.tensor(2.5)
     assert.are.equal(0, s:dim())
-    assert.are.same({}, shape(s))
+    assert.are.same({}, shape_of(s))
     assert.are.equal(1, s:numel())
     assert.are.equal(2.5, s:item())
     local b = lark.tensor(true)
@@ -70,7 +45,7 @@ describe("lark.tensor", function()
 
   it("builds an empty 1-D tensor from {}", function()
     local e = lark.tensor({})
-    assert.are.same({0}, shape(e))
+    assert.are.same({0}, shape_of(e))
     assert.are.equal(0, e:numel())
     assert.are.same({}, e:table())
   end)
@@ -123,16 +98,16 @@ end)
 describe("factories", function()
   it("zeros, ones and empty take sizes as varargs or a table, then options", function()
     local z = lark.zeros(2, 3)
-    assert.are.same({2, 3}, shape(z))
+    assert.are.same({2, 3}, shape_of(z))
     assert.are.equal("float32", z:dtype())
     assert.are.same({0, 0, 0, 0, 0, 0}, flat(z))
     local o = lark.ones({3, 1, 2}, {dtype = "int64"})
-    assert.are.same({3, 1, 2}, shape(o))
+    assert.are.same({3, 1, 2}, shape_of(o))
     assert.are.same({1, 1, 1, 1, 1, 1}, flat(o))
     assert.are.equal("int64", o:dtype())
     assert.are.equal("uint8", lark.ones(4, "uint8"):dtype())
     local e = lark.empty(4, 5, {dtype = "float64"})
-    assert.are.same({4, 5}, shape(e))
+    assert.are.same({4, 5}, shape_of(e))
     assert.are.equal("float64", e:dtype())
     assert.is_true(e:is_contiguous())
     -- no sizes: a 0-d tensor
@@ -141,7 +116,7 @@ describe("factories", function()
     assert.are.equal(1, lark.ones():item())
     -- size-0 dims
     assert.are.equal(0, lark.zeros(3, 0, 2):numel())
-    assert.are.same({3, 0, 2}, shape(lark.zeros(3, 0, 2)))
+    assert.are.same({3, 0, 2}, shape_of(lark.zeros(3, 0, 2)))
   end)
 
   it("full infers the dtype from the value unless told", function()
@@ -211,7 +186,7 @@ describe("factories", function()
     local t = lark.ones(2, 3, {dtype = "int64"}):t() -- non-contiguous: the result is fresh and contiguous
     for _, f in ipairs({lark.zeros_like, lark.ones_like, lark.empty_like}) do
       local u = f(t)
-      assert.are.same({3, 2}, shape(u))
+      assert.are.same({3, 2}, shape_of(u))
       assert.are.equal("int64", u:dtype())
       assert.are.equal("cpu", u:device())
       assert.is_false(u:shares_storage(t))
@@ -230,7 +205,7 @@ describe("queries", function()
   local t = lark.zeros(2, 3, 4)
 
   it("size, stride, dim, numel", function()
-    assert.are.same({2, 3, 4}, shape(t))
+    assert.are.same({2, 3, 4}, shape_of(t))
     assert.are.equal(lark.zeros(2, 3, 4):size(), t:size()) -- sizes compare by value
     assert.are_not.equal(lark.zeros(2, 4, 3):size(), t:size())
     assert.are.equal(2, t:size(1))

@@ -3,43 +3,6 @@
 -- and that writing through it changes exactly the mapped elements of the base. Then Torch7-style
 -- indexing and assignment (t[i], t[{i, j}], t[{{a, b, step}, j}], t[mask] = v).
 
-local function expect_error(pattern, fn)
-  local ok, err = pcall(fn)
-  assert.is_false(ok, "expected an error containing: " .. pattern)
-  assert.truthy(tostring(err):find(pattern, 1, true), string.format("error %q does not contain %q", tostring(err), pattern))
-end
-
-local function shape(t)
-  local s, r = t:size(), {}
-  for i = 1, #s do r[i] = s[i] end
-  return r
-end
-
--- Every multi-index of a shape, row-major ({{}} for a 0-d shape, {} for an empty one).
-local function coords(sh)
-  local out, c = {}, {}
-  for i = 1, #sh do
-    if sh[i] == 0 then return out end
-    c[i] = 1
-  end
-  while true do
-    out[#out + 1] = table.move(c, 1, #c, 1, {})
-    local d = #sh
-    while d >= 1 do
-      c[d] = c[d] + 1
-      if c[d] <= sh[d] then break end
-      c[d] = 1
-      d = d - 1
-    end
-    if d < 1 then return out end
-  end
-end
-
-local function get(tab, c)
-  for i = 1, #c do tab = tab[c[i]] end
-  return tab
-end
-
 local function key(c) return table.concat(c, ",") end
 
 -- A fresh float64 base 0, 1, 2, ... of the given shape.
@@ -57,10 +20,10 @@ local function check_view(base, v, map, opts)
   opts = opts or {}
   assert.is_true(v:shares_storage(base), "the view must share the base's storage")
   local bt, vt = base:table(), v:table()
-  local all = coords(shape(v))
+  local all = coords(shape_of(v))
   for _, c in ipairs(all) do
-    local want = get(bt, map(c))
-    assert.are.equal(want, #c == 0 and vt or get(vt, c), "view element " .. key(c))
+    local want = get_at(bt, map(c))
+    assert.are.equal(want, #c == 0 and vt or get_at(vt, c), "view element " .. key(c))
   end
   -- write through the view: negative marks, which the base (0, 1, 2, ...) never holds
   local written = {}
@@ -69,7 +32,7 @@ local function check_view(base, v, map, opts)
     for _, c in ipairs(all) do written[key(map(c))] = -1 end
   else
     local marks = lark.arange(1, #all + 1, {dtype = "float64"}):neg()
-    if #all > 0 then v:copy_(marks:view(shape(v))) end
+    if #all > 0 then v:copy_(marks:view(shape_of(v))) end
     for i, c in ipairs(all) do
       local k = key(map(c))
       assert.is_nil(written[k], "two view elements map to base element " .. k)
@@ -77,13 +40,13 @@ local function check_view(base, v, map, opts)
     end
   end
   local after = base:table()
-  for _, c in ipairs(coords(shape(base))) do
+  for _, c in ipairs(coords(shape_of(base))) do
     local k = key(c)
-    assert.are.equal(written[k] or get(bt, c), get(after, c), "base element " .. k .. " after writing the view")
+    assert.are.equal(written[k] or get_at(bt, c), get_at(after, c), "base element " .. k .. " after writing the view")
   end
   -- put the base back for the next check
-  for _, c in ipairs(coords(shape(base))) do
-    if written[key(c)] then base[c] = get(bt, c) end
+  for _, c in ipairs(coords(shape_of(base))) do
+    if written[key(c)] then base[c] = get_at(bt, c) end
   end
   assert.are.same(bt, base:table())
 end
@@ -92,24 +55,24 @@ describe("view and reshape", function()
   it("view keeps the row-major order, with -1 inferred", function()
     local b = base_of(2, 3, 4)
     local v = b:view(6, 4)
-    assert.are.same({6, 4}, shape(v))
+    assert.are.same({6, 4}, shape_of(v))
     check_view(b, v, function(c) local i = (c[1] - 1) * 4 + c[2] - 1 return {i // 12 + 1, i // 4 % 3 + 1, i % 4 + 1} end)
     local w = b:view(-1, 2, 6)
-    assert.are.same({2, 2, 6}, shape(w))
+    assert.are.same({2, 2, 6}, shape_of(w))
     check_view(b, w, function(c)
       local i = (c[1] - 1) * 12 + (c[2] - 1) * 6 + c[3] - 1
       return {i // 12 + 1, i // 4 % 3 + 1, i % 4 + 1}
     end)
-    assert.are.same({24}, shape(b:view(-1)))
-    assert.are.same({1, 24, 1}, shape(b:view(1, -1, 1)))
-    assert.are.same({4, 6}, shape(b:view({4, -1})))
-    assert.are.same({2, 3, 4}, shape(b:view(6, 4):view_as(b)))
+    assert.are.same({24}, shape_of(b:view(-1)))
+    assert.are.same({1, 24, 1}, shape_of(b:view(1, -1, 1)))
+    assert.are.same({4, 6}, shape_of(b:view({4, -1})))
+    assert.are.same({2, 3, 4}, shape_of(b:view(6, 4):view_as(b)))
   end)
 
   it("views a 0-d tensor as [1] and back", function()
     local s = lark.tensor(5, "float64")
     local v = s:view(1)
-    assert.are.same({1}, shape(v))
+    assert.are.same({1}, shape_of(v))
     check_view(s, v, function() return {} end)
     assert.are.equal(0, v:view():dim())
   end)
@@ -137,7 +100,7 @@ describe("view and reshape", function()
   it("reshape views when it can and copies when it must", function()
     local b = base_of(2, 3, 4)
     local r = b:reshape(4, -1)
-    assert.are.same({4, 6}, shape(r))
+    assert.are.same({4, 6}, shape_of(r))
     check_view(b, r, function(c) local i = (c[1] - 1) * 6 + c[2] - 1 return {i // 12 + 1, i // 4 % 3 + 1, i % 4 + 1} end)
     local t = b:transpose(2, 3) -- (2, 4, 3)
     local c = t:reshape(-1)
@@ -150,15 +113,15 @@ describe("view and reshape", function()
   it("flatten merges a range of dims, negative dims included", function()
     local b = base_of(2, 3, 4)
     local f = b:flatten()
-    assert.are.same({24}, shape(f))
+    assert.are.same({24}, shape_of(f))
     check_view(b, f, function(c) local i = c[1] - 1 return {i // 12 + 1, i // 4 % 3 + 1, i % 4 + 1} end)
     local g = b:flatten(2)
-    assert.are.same({2, 12}, shape(g))
+    assert.are.same({2, 12}, shape_of(g))
     check_view(b, g, function(c) return {c[1], (c[2] - 1) // 4 + 1, (c[2] - 1) % 4 + 1} end)
     local h = b:flatten(1, -2)
-    assert.are.same({6, 4}, shape(h))
+    assert.are.same({6, 4}, shape_of(h))
     check_view(b, h, function(c) return {(c[1] - 1) // 3 + 1, (c[1] - 1) % 3 + 1, c[2]} end)
-    assert.are.same({1}, shape(lark.tensor(3):flatten()))
+    assert.are.same({1}, shape_of(lark.tensor(3):flatten()))
     expect_error("flatten: start dim 3 comes after end dim 2", function() return b:flatten(3, 2) end)
   end)
 end)
@@ -167,13 +130,13 @@ describe("narrow, select and slicing", function()
   it("narrow takes a 1-based start on any dim", function()
     local b = base_of(3, 4, 5)
     local n = b:narrow(2, 2, 2)
-    assert.are.same({3, 2, 5}, shape(n))
+    assert.are.same({3, 2, 5}, shape_of(n))
     check_view(b, n, function(c) return {c[1], c[2] + 1, c[3]} end)
     local m = b:narrow(-1, 5, 1) -- negative dim: the last
-    assert.are.same({3, 4, 1}, shape(m))
+    assert.are.same({3, 4, 1}, shape_of(m))
     check_view(b, m, function(c) return {c[1], c[2], 5} end)
     local k = b:narrow(2, -2, 2) -- negative start: the last two
-    assert.are.same({3, 2, 5}, shape(k))
+    assert.are.same({3, 2, 5}, shape_of(k))
     check_view(b, k, function(c) return {c[1], c[2] + 2, c[3]} end)
     local e = b:narrow(1, 4, 0) -- empty, right after the end
     assert.are.equal(0, e:numel())
@@ -184,10 +147,10 @@ describe("narrow, select and slicing", function()
   it("select drops the dim; negative indices count from the end", function()
     local b = base_of(3, 4, 5)
     local s = b:select(2, 3)
-    assert.are.same({3, 5}, shape(s))
+    assert.are.same({3, 5}, shape_of(s))
     check_view(b, s, function(c) return {c[1], 3, c[2]} end)
     local l = b:select(-1, -1)
-    assert.are.same({3, 4}, shape(l))
+    assert.are.same({3, 4}, shape_of(l))
     check_view(b, l, function(c) return {c[1], c[2], 5} end)
     local z = b:select(1, 2):select(1, 4):select(1, 5) -- down to 0-d
     assert.are.equal(0, z:dim())
@@ -199,16 +162,16 @@ describe("narrow, select and slicing", function()
   it("t[{{first, last, step}}] takes every step-th element, inclusive", function()
     local b = base_of(7, 3)
     local s = b[{{1, 7, 2}}]
-    assert.are.same({4, 3}, shape(s))
+    assert.are.same({4, 3}, shape_of(s))
     check_view(b, s, function(c) return {1 + (c[1] - 1) * 2, c[2]} end)
     local s2 = b[{{2, -1, 3}, {1, 3, 2}}]
-    assert.are.same({2, 2}, shape(s2)) -- rows 2, 5; columns 1, 3
+    assert.are.same({2, 2}, shape_of(s2)) -- rows 2, 5; columns 1, 3
     check_view(b, s2, function(c) return {2 + (c[1] - 1) * 3, 1 + (c[2] - 1) * 2} end)
     local s3 = b[{{}, {3}}] -- a single-element range keeps the dim
-    assert.are.same({7, 1}, shape(s3))
+    assert.are.same({7, 1}, shape_of(s3))
     check_view(b, s3, function(c) return {c[1], 3} end)
     local s4 = b[{{6, 7, 5}}] -- the step runs past the end
-    assert.are.same({1, 3}, shape(s4))
+    assert.are.same({1, 3}, shape_of(s4))
     check_view(b, s4, function(c) return {6, c[2]} end)
     expect_error("range {1, 7, 0} does not fit dim 1 of size 7", function() return b[{{1, 7, 0}}] end)
     expect_error("a range has at most 3 entries", function() return b[{{1, 2, 1, 1}}] end)
@@ -235,7 +198,7 @@ describe("transpose, t and permute", function()
   it("transpose swaps two dims (negative dims too)", function()
     local b = base_of(2, 3, 4)
     local t = b:transpose(1, 3)
-    assert.are.same({4, 3, 2}, shape(t))
+    assert.are.same({4, 3, 2}, shape_of(t))
     assert.are.same({1, 4, 12}, {t:stride(1), t:stride(2), t:stride(3)})
     check_view(b, t, function(c) return {c[3], c[2], c[1]} end)
     local u = b:transpose(-1, -2)
@@ -256,7 +219,7 @@ describe("transpose, t and permute", function()
   it("permute reorders every dim", function()
     local b = base_of(2, 3, 4)
     local p = b:permute(3, 1, 2)
-    assert.are.same({4, 2, 3}, shape(p))
+    assert.are.same({4, 2, 3}, shape_of(p))
     assert.are.same({1, 12, 4}, {p:stride(1), p:stride(2), p:stride(3)})
     check_view(b, p, function(c) return {c[2], c[3], c[1]} end)
     local q = b:permute({-1, -3, -2})
@@ -273,14 +236,14 @@ describe("expand", function()
   it("repeats size-1 dims with stride 0 and adds leading dims", function()
     local b = base_of(3, 1)
     local e = b:expand(2, 3, 4)
-    assert.are.same({2, 3, 4}, shape(e))
+    assert.are.same({2, 3, 4}, shape_of(e))
     assert.are.same({0, 1, 0}, {e:stride(1), e:stride(2), e:stride(3)})
     check_view(b, e, function(c) return {c[2], 1} end, {fill = true})
     local k = b:expand(-1, 5) -- -1 keeps the size
-    assert.are.same({3, 5}, shape(k))
+    assert.are.same({3, 5}, shape_of(k))
     check_view(b, k, function(c) return {c[1], 1} end, {fill = true})
     local like = b:expand_as(lark.zeros(4, 3, 2))
-    assert.are.same({4, 3, 2}, shape(like))
+    assert.are.same({4, 3, 2}, shape_of(like))
     check_view(b, like, function(c) return {c[2], 1} end, {fill = true})
     local z = lark.tensor(2.5, "float64"):expand(2, 2)
     assert.are.same({{2.5, 2.5}, {2.5, 2.5}}, z:table())
@@ -293,30 +256,30 @@ describe("squeeze and unsqueeze", function()
   it("squeeze drops size-1 dims (all, or one)", function()
     local b = base_of(1, 3, 1, 2)
     local s = b:squeeze()
-    assert.are.same({3, 2}, shape(s))
+    assert.are.same({3, 2}, shape_of(s))
     check_view(b, s, function(c) return {1, c[1], 1, c[2]} end)
     local s3 = b:squeeze(3)
-    assert.are.same({1, 3, 2}, shape(s3))
+    assert.are.same({1, 3, 2}, shape_of(s3))
     check_view(b, s3, function(c) return {1, c[2], 1, c[3]} end)
     local sn = b:squeeze(-4)
-    assert.are.same({3, 1, 2}, shape(sn))
+    assert.are.same({3, 1, 2}, shape_of(sn))
     check_view(b, sn, function(c) return {1, c[1], 1, c[3]} end)
-    assert.are.same({1, 3, 1, 2}, shape(b:squeeze(2))) -- not size 1: unchanged
-    assert.are.same({}, shape(lark.ones(1, 1):squeeze()))
+    assert.are.same({1, 3, 1, 2}, shape_of(b:squeeze(2))) -- not size 1: unchanged
+    assert.are.same({}, shape_of(lark.ones(1, 1):squeeze()))
   end)
 
   it("unsqueeze inserts a size-1 dim anywhere, negative from the end", function()
     local b = base_of(3, 2)
     local u = b:unsqueeze(1)
-    assert.are.same({1, 3, 2}, shape(u))
+    assert.are.same({1, 3, 2}, shape_of(u))
     check_view(b, u, function(c) return {c[2], c[3]} end)
     local m = b:unsqueeze(2)
-    assert.are.same({3, 1, 2}, shape(m))
+    assert.are.same({3, 1, 2}, shape_of(m))
     check_view(b, m, function(c) return {c[1], c[3]} end)
     local l = b:unsqueeze(-1)
-    assert.are.same({3, 2, 1}, shape(l))
+    assert.are.same({3, 2, 1}, shape_of(l))
     check_view(b, l, function(c) return {c[1], c[2]} end)
-    assert.are.same({1}, shape(lark.tensor(1):unsqueeze(1)))
+    assert.are.same({1}, shape_of(lark.tensor(1):unsqueeze(1)))
     expect_error("unsqueeze: dim 4 is out of range for a result of 3 dims", function() return b:unsqueeze(4) end)
     expect_error("unsqueeze: dim -4 is out of range", function() return b:unsqueeze(-4) end)
   end)
@@ -326,7 +289,7 @@ describe("unfold", function()
   it("makes overlapping windows as a view", function()
     local b = base_of(2, 7)
     local u = b:unfold(2, 3, 2) -- windows of 3 every 2: starts 1, 3, 5
-    assert.are.same({2, 3, 3}, shape(u))
+    assert.are.same({2, 3, 3}, shape_of(u))
     assert.are.same({7, 2, 1}, {u:stride(1), u:stride(2), u:stride(3)})
     -- overlapping windows: check values and sharing, then write one element through the view
     local bt, ut = b:table(), u:table()
@@ -339,14 +302,14 @@ describe("unfold", function()
     assert.are.equal(-5, u[{2, 3, 1}])
     local b6 = base_of(6)
     local v = b6:unfold(1, 2, 2) -- non-overlapping windows: every element once
-    assert.are.same({3, 2}, shape(v))
+    assert.are.same({3, 2}, shape_of(v))
     check_view(b6, v, function(c) return {(c[1] - 1) * 2 + c[2]} end)
     local w = base_of(2, 5)
     local uw = w:unfold(-1, 5, 1)
-    assert.are.same({2, 1, 5}, shape(uw))
+    assert.are.same({2, 1, 5}, shape_of(uw))
     check_view(w, uw, function(c) return {c[1], c[3]} end)
     local ur = w:unfold(1, 1, 1)
-    assert.are.same({2, 5, 1}, shape(ur))
+    assert.are.same({2, 5, 1}, shape_of(ur))
     check_view(w, ur, function(c) return {c[1], c[2]} end)
     expect_error("unfold: window 6 with step 1 does not fit dim 2 of size 5", function() return w:unfold(2, 6, 1) end)
     expect_error("unfold: window 2 with step 0", function() return w:unfold(2, 2, 0) end)
@@ -358,11 +321,11 @@ describe("views of views", function()
     local b = base_of(4, 5, 6)
     local v = b:narrow(3, 2, 4):transpose(1, 3):select(2, 3)[{{1, 4, 2}}]:unsqueeze(1)
     -- narrow: k -> k + 1; transpose: (k, j, i); select(2, 3): j = 3 -> (k, i); slice rows 1, 3
-    assert.are.same({1, 2, 4}, shape(v))
+    assert.are.same({1, 2, 4}, shape_of(v))
     check_view(b, v, function(c) return {c[3], 3, 1 + (c[2] - 1) * 2 + 1} end)
     local w = b:permute(2, 3, 1):narrow(1, 2, 3):view(3, 6, 2, 2):select(4, 2)
     -- permute: (j, k, i); narrow j -> j + 1; split i (4) into (2, 2); select the second half
-    assert.are.same({3, 6, 2}, shape(w))
+    assert.are.same({3, 6, 2}, shape_of(w))
     check_view(b, w, function(c) return {(c[3] - 1) * 2 + 2, c[1] + 1, c[2]} end)
   end)
 end)
@@ -371,7 +334,7 @@ describe("Torch7 indexing", function()
   it("t[i] selects along dim 1: a view, or a number for 1-D", function()
     local b = base_of(3, 4)
     local r = b[2]
-    assert.are.same({4}, shape(r))
+    assert.are.same({4}, shape_of(r))
     check_view(b, r, function(c) return {2, c[1]} end)
     assert.are.same({8, 9, 10, 11}, b[-1]:table())
     local v = base_of(5)
@@ -390,10 +353,10 @@ describe("Torch7 indexing", function()
     assert.are.equal(6, b[{2, 3}])
     assert.are.equal(11, b[{-1, -1}])
     local col = b[{{1, 3}, 2}]
-    assert.are.same({3}, shape(col))
+    assert.are.same({3}, shape_of(col))
     check_view(b, col, function(c) return {c[1], 2} end)
     local tail = b[{{}, {2, -1}}]
-    assert.are.same({3, 3}, shape(tail))
+    assert.are.same({3, 3}, shape_of(tail))
     check_view(b, tail, function(c) return {c[1], c[2] + 1} end)
     local row = b[{2}] -- fewer indices than dims: the rest is kept
     check_view(b, row, function(c) return {2, c[1]} end)
@@ -401,7 +364,7 @@ describe("Torch7 indexing", function()
     check_view(b, mid, function(c) return {c[1] + 1, c[2] + 1} end)
     local t3 = base_of(2, 3, 4)
     local x = t3[{2, {}, -2}]
-    assert.are.same({3}, shape(x))
+    assert.are.same({3}, shape_of(x))
     check_view(t3, x, function(c) return {2, c[1], 3} end)
     assert.are.equal(0, b[{{3, 2}}]:numel()) -- last = first - 1: empty
     expect_error("3 indices given for a tensor of 2 dims", function() return b[{1, 1, 1}] end)

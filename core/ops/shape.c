@@ -190,7 +190,7 @@ lark_tensor **lark_split(const lark_tensor *t, int64_t size, int dim, int *n) {
     return NULL;
   }
   /* like PyTorch, a dim of size 0 still gives one (empty) piece */
-  int64_t parts = size == 0 ? 1 : (len + size - 1) / size;
+  int64_t parts = size == 0 ? 1 : len / size + (len % size != 0); /* ceil, without overflow near INT64_MAX */
   if (parts < 1) parts = 1;
   if (parts > INT32_MAX / 2) {
     lark_set_error(LARK_ERR_ARG, "split: %lld pieces are too many", (long long)parts);
@@ -235,7 +235,7 @@ lark_tensor **lark_chunk(const lark_tensor *t, int chunks, int dim, int *n) {
     return NULL;
   }
   int64_t len = t->shape[dim];
-  int64_t size = (len + chunks - 1) / chunks;
+  int64_t size = len / chunks + (len % chunks != 0); /* ceil, without overflow */
   if (size == 0) {
     /* PyTorch: an empty dim gives `chunks` empty pieces */
     int64_t *zeros = calloc((size_t)chunks, sizeof *zeros);
@@ -249,7 +249,7 @@ lark_tensor **lark_chunk(const lark_tensor *t, int chunks, int dim, int *n) {
     return r;
   }
   /* pieces of ceil(len / chunks): the count may come out below `chunks` (5 in 4 chunks: 2,2,1) */
-  int parts = (int)((len + size - 1) / size);
+  int parts = (int)(len / size + (len % size != 0));
   lark_tensor **r = split_views("chunk", t, parts, NULL, size, dim);
   if (r && n) *n = parts;
   return r;

@@ -16,6 +16,7 @@
 static inline float lark_expf(float x) {
   const float hi = 88.72283935546875f, lo = -87.33654022216797f; /* ln(FLT_MAX), ln(FLT_MIN) */
   float xc = x > hi ? hi : (x < lo ? lo : x);
+  xc = xc == xc ? xc : 0.0f; /* NaN: keep the integer maths below defined; the result is NaN anyway */
   /* round to nearest by the 1.5 * 2^23 trick: floorf would need -fno-trapping-math to vectorise */
   float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   /* r = xc - n ln2, with ln2 split in two so that n * ln2_hi is exact */
@@ -30,7 +31,7 @@ static inline float lark_expf(float x) {
   float y = p * (r * r) + r + 1.0f;
   /* 2^n in two halves, so that n = 128 (just below the overflow) and n = -126 both stay normal */
   int32_t ni = (int32_t)n, n1 = ni >> 1, n2 = ni - n1;
-  int32_t b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+  uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
   float s1, s2;
   memcpy(&s1, &b1, sizeof s1);
   memcpy(&s2, &b2, sizeof s2);

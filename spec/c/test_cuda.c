@@ -5,62 +5,24 @@
  * every result computed on the GPU is brought back and compared with the same op on the CPU:
  * exactly for integers, bools, conversions and IEEE-exact float ops, with a tolerance for pow and
  * matmul (summation order differs between OpenBLAS and cuBLAS). */
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "check.h"
 
-#include "lark.h"
-
-static int failures, checks;
 static const lark_device CPU = {LARK_CPU, 0};
 static const lark_device GPU = {LARK_CUDA, 0};
 
-#define CHECK(cond, ...)                                  \
-  do {                                                    \
-    checks++;                                             \
-    if (!(cond)) {                                        \
-      failures++;                                         \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);         \
-      printf(__VA_ARGS__);                                \
-      printf("\n");                                       \
-    }                                                     \
-  } while (0)
-
 /* ---- data ----------------------------------------------------------------------------------- */
-
-static uint64_t rng = 88172645463325252ull;
-static uint64_t next(void) { /* xorshift64 */
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return rng;
-}
-
-/* Element i of a contiguous CPU tensor, set from a double with C's conversions. */
-static void set_flat(lark_tensor *t, int64_t i, double v) {
-  char *p = lark_data_ptr(t);
-  switch (t->dtype) {
-    case LARK_FLOAT32: ((float *)p)[i] = (float)v; break;
-    case LARK_FLOAT64: ((double *)p)[i] = v; break;
-    case LARK_INT64: ((int64_t *)p)[i] = (int64_t)v; break;
-    case LARK_UINT8: ((uint8_t *)p)[i] = (uint8_t)v; break;
-    case LARK_BOOL: ((uint8_t *)p)[i] = v != 0; break;
-    default: break;
-  }
-}
 
 /* A CPU tensor of small values every op handles exactly: floats are multiples of 1/8 in [-4, 4],
  * int64 in [-5, 5], uint8 in [0, 19], bools 0/1. */
 static lark_tensor *small_values(int ndim, const int64_t *shape, lark_dtype dt) {
   lark_tensor *t = lark_empty(ndim, shape, dt, NULL);
   for (int64_t i = 0, n = lark_numel(t); i < n; i++) {
-    uint64_t r = next();
+    uint64_t r = rand_u64();
     double v = dt == LARK_FLOAT32 || dt == LARK_FLOAT64 ? (double)((int64_t)(r % 65) - 32) / 8
                : dt == LARK_INT64                      ? (double)((int64_t)(r % 11) - 5)
                : dt == LARK_UINT8                      ? (double)(r % 20)
                                                        : (double)(r & 1);
-    set_flat(t, i, v);
+    data_set(t, i, v);
   }
   return t;
 }
@@ -68,7 +30,7 @@ static lark_tensor *small_values(int ndim, const int64_t *shape, lark_dtype dt) 
 /* Uniform in [-1, 1) with a full mantissa (for matmul). */
 static lark_tensor *uniform(int ndim, const int64_t *shape, lark_dtype dt) {
   lark_tensor *t = lark_empty(ndim, shape, dt, NULL);
-  for (int64_t i = 0, n = lark_numel(t); i < n; i++) set_flat(t, i, (double)(next() >> 11) * 0x1p-52 - 1);
+  fill_uniform(t, -1, 1);
   return t;
 }
 
@@ -130,7 +92,7 @@ static void expect_equal(const char *what, const lark_tensor *got, const lark_te
 /* f() returned NULL or an error status and the message contains `needle`. */
 static void expect_error(const char *what, bool failed, const char *needle) {
   CHECK(failed, "%s: expected an error", what);
-  if (failed) CHECK(strstr(lark_error(), needle) != NULL, "%s: message '%s' lacks '%s'", what, lark_error(), needle);
+  if (failed) CHECK(error_has(needle), "%s: message '%s' lacks '%s'", what, lark_error(), needle);
   lark_clear_error();
 }
 
@@ -203,7 +165,7 @@ static void test_conversions(void) {
                                     1e10, -1e10, 1e20, -1e20, NAN, INFINITY, -INFINITY, 4096, 17};
   int n = (int)(sizeof specials / sizeof specials[0]);
   lark_tensor *f64 = lark_empty(2, (int64_t[]){4, 5}, LARK_FLOAT64, NULL);
-  for (int i = 0; i < n; i++) set_flat(f64, i, specials[i]);
+  for (int i = 0; i < n; i++) data_set(f64, i, specials[i]);
   for (int s = 0; s < NDT; s++) {
     lark_tensor *src = lark_to(f64, all_dtypes[s], NULL); /* CPU conversion makes each source dtype */
     lark_tensor *gsrc = gpu(src), *gsrc_t = gsrc ? lark_transpose(gsrc, 0, 1) : NULL;
@@ -484,6 +446,7 @@ static void test_memory(void) {
 }
 
 int main(void) {
+  rand_seed(88172645463325252ull);
   if (!lark_cuda_is_available()) return no_device();
   printf("%d CUDA device(s)\n", lark_cuda_device_count());
   test_round_trip();
@@ -494,6 +457,5 @@ int main(void) {
   test_errors();
   test_memory();
   CHECK(lark_cuda_synchronize() == 0, "final synchronize: %s", lark_error());
-  printf("%d checks, %d failed\n", checks, failures);
-  return failures != 0;
+  return check_report("test_cuda");
 }

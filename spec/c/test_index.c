@@ -1,41 +1,19 @@
 /* test_index.c: gather, scatter_add, index_select, sort, topk, cumsum, cat/split against naive
  * loops on random data, and scatter_add's independence of the number of threads.
  * Uses only lark.h. Returns non-zero and prints what failed. */
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "lark.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                  \
-  do {                                                    \
-    if (!(cond)) {                                        \
-      failures++;                                         \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                       \
-      fprintf(stderr, " [%s]\n", lark_error());           \
-    }                                                     \
-  } while (0)
+#include "check.h"
 
 /* ---- small helpers ------------------------------------------------------------------------- */
-
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static uint64_t next_u64(void) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return rng;
-}
-static int64_t rand_int(int64_t n) { return (int64_t)(next_u64() % (uint64_t)n); }
-static double rand_unit(void) { return (double)(next_u64() >> 11) / 9007199254740992.0; }
 
 /* A contiguous float64 tensor of random values; `levels` > 0 draws from that many integers (ties). */
 static lark_tensor *rand_tensor(int nd, const int64_t *shape, int levels) {
   lark_tensor *t = lark_empty(nd, shape, LARK_FLOAT64, NULL);
+  if (levels <= 0) {
+    fill_uniform(t, -1, 1);
+    return t;
+  }
   double *p = lark_data_ptr(t);
-  for (int64_t i = 0; i < lark_numel(t); i++) p[i] = levels > 0 ? (double)rand_int(levels) : rand_unit() * 2 - 1;
+  for (int64_t i = 0; i < lark_numel(t); i++) p[i] = (double)rand_int(levels);
   return t;
 }
 
@@ -44,29 +22,6 @@ static lark_tensor *rand_index(int nd, const int64_t *shape, int64_t hi) {
   int64_t *p = lark_data_ptr(t);
   for (int64_t i = 0; i < lark_numel(t); i++) p[i] = rand_int(hi);
   return t;
-}
-
-/* Element at multi-index c of any view, as a double. */
-/* (noinline: gcc cannot see that c holds t->ndim coordinates and warns when it is inlined) */
-__attribute__((noinline)) static double at(const lark_tensor *t, const int64_t *c) {
-  int64_t off = t->offset;
-  for (int d = 0; d < t->ndim; d++) off += c[d] * t->stride[d];
-  const char *b = t->storage->data;
-  switch (t->dtype) {
-    case LARK_FLOAT32: return ((const float *)b)[off];
-    case LARK_FLOAT64: return ((const double *)b)[off];
-    case LARK_INT64: return (double)((const int64_t *)b)[off];
-    default: return ((const uint8_t *)b)[off];
-  }
-}
-
-/* Advances c over shape (row-major); false when done. */
-static bool next_coord(int nd, const int64_t *shape, int64_t *c) {
-  for (int d = nd - 1; d >= 0; d--) {
-    if (++c[d] < shape[d]) return true;
-    c[d] = 0;
-  }
-  return false;
 }
 
 static double max_abs_diff(const lark_tensor *a, const lark_tensor *b) {
@@ -129,10 +84,10 @@ static void test_gather(void) {
   int64_t *ip = lark_data_ptr(ix);
   ip[5] = 9;
   CHECK(!lark_gather(tt, 0, ixt), "gather with index 9 should fail");
-  CHECK(strstr(lark_error(), "index 9 is out of range for dim 1 of size 7"), "message: %s", lark_error());
+  CHECK(error_has("index 9 is out of range for dim 1 of size 7"), "message: %s", lark_error());
   ip[5] = -1;
   CHECK(!lark_gather(tt, 0, ixt), "gather with index -1 should fail");
-  CHECK(strstr(lark_error(), "index -1 is out of range"), "message: %s", lark_error());
+  CHECK(error_has("index -1 is out of range"), "message: %s", lark_error());
   lark_tensor_release(t);
   lark_tensor_release(tt);
   lark_tensor_release(ix);
@@ -201,7 +156,7 @@ static void test_scatter_add(void) {
   /* a failing scatter_add_ leaves the tensor untouched, even when the bad index comes last */
   ip[5] = 4;
   CHECK(lark_scatter_add_(t, 0, ix, src) == LARK_ERR_INDEX, "scatter_add_ with index 4 should fail");
-  CHECK(strstr(lark_error(), "index 4 is out of range for dim 1 of size 4"), "message: %s", lark_error());
+  CHECK(error_has("index 4 is out of range for dim 1 of size 4"), "message: %s", lark_error());
   CHECK(tp[0] == 7 && tp[1] == 4 && tp[2] == 0 && tp[3] == 10, "a failed scatter_add_ wrote into the tensor");
   lark_tensor_release(t);
   lark_tensor_release(ix);
@@ -347,7 +302,7 @@ static void check_sorted_lines(const lark_tensor *t, int dim, bool desc, int64_t
         memcpy(oc, c, sizeof oc);
         oc[dim] = i;
         double got = at(v, oc);
-        if (!((got == val[i]) || (got != got && val[i] != val[i])) || (int64_t)at(ix, oc) != pos[i]) ok = false;
+        if (!near(got, val[i], 0) || (int64_t)at(ix, oc) != pos[i]) ok = false;
       }
     } while (next_coord(nd, oshape, c));
   CHECK(ok, "%s differs from the naive stable sort", what);
@@ -425,7 +380,7 @@ static void test_sort_topk(void) {
   lark_tensor_release(sv);
   lark_tensor_release(si);
   CHECK(lark_topk(t, n + 1, 0, true, true, &v, &ix) == LARK_ERR_ARG, "topk with k > n should fail");
-  CHECK(strstr(lark_error(), "k = 5001 is out of range for dim 1 of size 5000"), "message: %s", lark_error());
+  CHECK(error_has("k = 5001 is out of range for dim 1 of size 5000"), "message: %s", lark_error());
   lark_tensor_release(t);
 }
 
@@ -478,7 +433,7 @@ static void test_cat_split(void) {
   CHECK(ok, "cat values");
   lark_tensor_release(r);
   CHECK(!lark_cat(3, ts, 0), "cat along dim 0 of [2,3] and [2,4] should fail");
-  CHECK(strstr(lark_error(), "tensor 3 has shape [2,4] but tensor 1 has shape [2,3]"), "message: %s", lark_error());
+  CHECK(error_has("tensor 3 has shape [2,4] but tensor 1 has shape [2,3]"), "message: %s", lark_error());
 
   int n = 0;
   lark_tensor **parts = lark_split(r = lark_cat(3, ts, 1), 3, 1, &n);
@@ -514,7 +469,7 @@ static void test_cat_split(void) {
   }
   sizes[1] = 3;
   CHECK(!lark_split_sizes(s6, 3, sizes, 0), "split_sizes summing to 5 should fail");
-  CHECK(strstr(lark_error(), "sum to 5 but dim 1 has size 6"), "message: %s", lark_error());
+  CHECK(error_has("sum to 5 but dim 1 has size 6"), "message: %s", lark_error());
   lark_tensor *st[2] = {a, a};
   lark_tensor *sk = lark_stack(2, st, -1);
   CHECK(sk && sk->ndim == 3 && sk->shape[2] == 2 && sk->shape[0] == 2 && sk->shape[1] == 3, "stack at -1");
@@ -527,6 +482,7 @@ static void test_cat_split(void) {
 }
 
 int main(void) {
+  rand_seed(0x9E3779B97F4A7C15ull);
   test_gather();
   test_scatter_add();
   test_scatter_add_threads();
@@ -534,10 +490,5 @@ int main(void) {
   test_sort_topk();
   test_cumsum();
   test_cat_split();
-  if (failures) {
-    fprintf(stderr, "test_index: %d failure(s)\n", failures);
-    return 1;
-  }
-  printf("test_index: all passed\n");
-  return 0;
+  return check_report("test_index");
 }

@@ -2,67 +2,7 @@
  * numpy.matmul case (1-D operands, batches, broadcast batches), random layouts (transposed,
  * narrowed, expanded) and both float dtypes; lark_gemm with alpha and beta; and the errors.
  * Uses only lark.h. Returns non-zero and prints what failed. */
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "lark.h"
-
-static int failures = 0;
-static int checks = 0;
-#define CHECK(cond, ...)                                  \
-  do {                                                    \
-    checks++;                                             \
-    if (!(cond)) {                                        \
-      failures++;                                         \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                       \
-      fprintf(stderr, " [%s]\n", lark_error());           \
-    }                                                     \
-  } while (0)
-
-static uint64_t rng = 0xD1B54A32D192ED03ull;
-static uint64_t next_u64(void) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return rng;
-}
-static int64_t rand_int(int64_t n) { return (int64_t)(next_u64() % (uint64_t)n); }
-static double rand_unit(void) { return (double)(next_u64() >> 11) / 9007199254740992.0; }
-
-/* Element at multi-index c of any float view, read straight from the storage. */
-__attribute__((noinline)) static double at(const lark_tensor *t, const int64_t *c) {
-  int64_t off = t->offset;
-  for (int d = 0; d < t->ndim; d++) off += c[d] * t->stride[d];
-  if (t->dtype == LARK_FLOAT32) return ((const float *)t->storage->data)[off];
-  return ((const double *)t->storage->data)[off];
-}
-
-static void put(lark_tensor *t, const int64_t *c, double v) {
-  int64_t off = t->offset;
-  for (int d = 0; d < t->ndim; d++) off += c[d] * t->stride[d];
-  if (t->dtype == LARK_FLOAT32) ((float *)t->storage->data)[off] = (float)v;
-  else ((double *)t->storage->data)[off] = v;
-}
-
-static bool next_coord(int nd, const int64_t *shape, int64_t *c) {
-  for (int d = nd - 1; d >= 0; d--) {
-    if (++c[d] < shape[d]) return true;
-    c[d] = 0;
-  }
-  return false;
-}
-
-/* Random values in every element of a view (an expanded view gets its one element rewritten,
- * which is fine: the reference reads the view afterwards). */
-static void fill_random(lark_tensor *t) {
-  if (lark_numel(t) == 0) return;
-  int64_t c[LARK_MAX_DIMS] = {0};
-  do put(t, c, rand_unit() * 2 - 1);
-  while (next_coord(t->ndim, t->shape, c));
-}
+#include "check.h"
 
 /* A random float tensor of `shape` in a random layout. Layout 1 transposes the last two dims (the
  * BLAS "T" case), 2 narrows the last dim of a wider matrix (leading dimension > cols), 3 reverses
@@ -91,14 +31,14 @@ static lark_tensor *rand_operand(int nd, const int64_t *shape, lark_dtype dt, in
     int d = nd >= 2 && rand_int(2) ? nd - 2 : nd - 1;
     s[d] = 1;
     lark_tensor *base = lark_empty(nd, s, dt, NULL);
-    fill_random(base);
+    fill_uniform(base, -1, 1);
     t = lark_expand(base, nd, shape);
     lark_tensor_release(base);
     return t;
   } else {
     t = lark_empty(nd, shape, dt, NULL);
   }
-  fill_random(t);
+  fill_uniform(t, -1, 1);
   return t;
 }
 
@@ -278,7 +218,7 @@ static void test_gemm(void) {
             /* out is a row-major view with a leading dimension wider than n */
             lark_tensor *obase = lark_empty(2, (int64_t[]){m, n + 2}, dt, NULL);
             lark_tensor *out = lark_narrow(obase, 1, 1, n);
-            fill_random(obase);
+            fill_uniform(obase, -1, 1);
             double before[6][5];
             for (int64_t i = 0; i < m; i++)
               for (int64_t j = 0; j < n; j++) before[i][j] = at(out, (int64_t[]){i, j});
@@ -313,16 +253,16 @@ static void test_gemm(void) {
   lark_tensor *a = lark_zeros(2, (int64_t[]){2, 3}, LARK_FLOAT32, NULL), *b = lark_zeros(2, (int64_t[]){4, 2}, LARK_FLOAT32, NULL);
   lark_tensor *o = lark_zeros(2, (int64_t[]){2, 2}, LARK_FLOAT32, NULL), *od = lark_zeros(2, (int64_t[]){2, 2}, LARK_FLOAT64, NULL);
   lark_tensor *b32 = lark_zeros(2, (int64_t[]){3, 2}, LARK_FLOAT32, NULL);
-  CHECK(lark_gemm(o, a, b, 1, 0) == LARK_ERR_SHAPE && strstr(lark_error(), "gemm: shapes [2,3] @ [4,2] -> [2,2] do not fit"),
+  CHECK(lark_gemm(o, a, b, 1, 0) == LARK_ERR_SHAPE && error_has("gemm: shapes [2,3] @ [4,2] -> [2,2] do not fit"),
         "gemm of mismatched shapes");
-  CHECK(lark_gemm(od, a, b32, 1, 0) == LARK_ERR_DTYPE && strstr(lark_error(), "gemm: expected one float dtype"),
+  CHECK(lark_gemm(od, a, b32, 1, 0) == LARK_ERR_DTYPE && error_has("gemm: expected one float dtype"),
         "gemm of mixed dtypes");
   lark_tensor *ot = lark_transpose(o, 0, 1);
-  CHECK(lark_gemm(ot, a, b32, 1, 0) < 0 && strstr(lark_error(), "gemm: out must be row-major"), "gemm into a transposed out");
+  CHECK(lark_gemm(ot, a, b32, 1, 0) < 0 && error_has("gemm: out must be row-major"), "gemm into a transposed out");
   lark_tensor *o11 = lark_zeros(2, (int64_t[]){1, 1}, LARK_FLOAT32, NULL);
   lark_tensor *oe = lark_expand(o11, 2, (int64_t[]){2, 1});
   lark_tensor *b1 = lark_zeros(2, (int64_t[]){3, 1}, LARK_FLOAT32, NULL);
-  CHECK(lark_gemm(oe, a, b1, 1, 0) < 0 && strstr(lark_error(), "gemm: out must be row-major"),
+  CHECK(lark_gemm(oe, a, b1, 1, 0) < 0 && error_has("gemm: out must be row-major"),
         "gemm into an expanded out (stride 0) must not write past it");
   lark_tensor_release(oe);
   lark_tensor_release(o11);
@@ -337,19 +277,19 @@ static void test_gemm(void) {
 
 static void test_matmul_errors(void) {
   lark_tensor *a = lark_zeros(2, (int64_t[]){2, 3}, LARK_FLOAT32, NULL), *b = lark_zeros(2, (int64_t[]){4, 5}, LARK_FLOAT32, NULL);
-  CHECK(lark_matmul(a, b) == NULL && strstr(lark_error(), "matmul: shapes [2,3] and [4,5] do not fit (inner sizes 3 and 4 differ)"),
+  CHECK(lark_matmul(a, b) == NULL && error_has("matmul: shapes [2,3] and [4,5] do not fit (inner sizes 3 and 4 differ)"),
         "inner size mismatch");
   lark_tensor *v = lark_zeros(1, (int64_t[]){4}, LARK_FLOAT32, NULL);
-  CHECK(lark_matmul(a, v) == NULL && strstr(lark_error(), "matmul: shapes [2,3] and [4] do not fit"), "matrix @ wrong vector");
+  CHECK(lark_matmul(a, v) == NULL && error_has("matmul: shapes [2,3] and [4] do not fit"), "matrix @ wrong vector");
   lark_tensor *i64 = lark_zeros(2, (int64_t[]){3, 2}, LARK_INT64, NULL);
   CHECK(lark_matmul(a, i64) == NULL && lark_error_code() == LARK_ERR_DTYPE &&
-            strstr(lark_error(), "matmul: expected float32 or float64 tensors, got float32 and int64"),
+            error_has("matmul: expected float32 or float64 tensors, got float32 and int64"),
         "int64 operand");
   lark_tensor *s = lark_scalar(1, LARK_FLOAT32, NULL);
-  CHECK(lark_matmul(s, a) == NULL && strstr(lark_error(), "matmul: both operands need at least 1 dim, got shapes [] and [2,3]"),
+  CHECK(lark_matmul(s, a) == NULL && error_has("matmul: both operands need at least 1 dim, got shapes [] and [2,3]"),
         "0-d operand");
   lark_tensor *b3 = lark_zeros(3, (int64_t[]){2, 3, 4}, LARK_FLOAT32, NULL), *c3 = lark_zeros(3, (int64_t[]){3, 4, 5}, LARK_FLOAT32, NULL);
-  CHECK(lark_matmul(b3, c3) == NULL && strstr(lark_error(), "matmul:") && strstr(lark_error(), "cannot be broadcast"),
+  CHECK(lark_matmul(b3, c3) == NULL && error_has("matmul:") && error_has("cannot be broadcast"),
         "batch dims that do not broadcast");
   lark_tensor_release(a);
   lark_tensor_release(b);
@@ -361,17 +301,12 @@ static void test_matmul_errors(void) {
 }
 
 int main(void) {
+  rand_seed(0xD1B54A32D192ED03ull);
   lark_set_num_threads(2);
   int64_t start = lark_bytes_allocated(LARK_CPU);
   test_matmul_cases();
   test_gemm();
   test_matmul_errors();
-  CHECK(lark_bytes_allocated(LARK_CPU) == start, "%lld bytes still allocated at the end",
-        (long long)(lark_bytes_allocated(LARK_CPU) - start));
-  if (failures) {
-    fprintf(stderr, "test_matmul: %d of %d checks failed\n", failures, checks);
-    return 1;
-  }
-  printf("test_matmul: all %d checks passed\n", checks);
-  return 0;
+  CHECK_NO_LEAK(start);
+  return check_report("test_matmul");
 }

@@ -1,25 +1,7 @@
 /* test_random.c: Philox 4x32-10 against the published Random123 known-answer vectors, and every
  * distribution against values recomputed here from lark_philox4x32_10 and the documented scheme
  * (random.c's header): element i of a draw uses counter offset + i and key = seed. */
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "lark.h"
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                 \
-  do {                                                   \
-    checks++;                                            \
-    if (!(cond)) {                                       \
-      failures++;                                        \
-      fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                      \
-      fprintf(stderr, "\n");                             \
-    }                                                    \
-  } while (0)
+#include "check.h"
 
 /* ---- references, written from the scheme and not from random.c ------------------------------ */
 
@@ -56,12 +38,6 @@ static lark_tensor *new_tensor(int ndim, const int64_t *shape, lark_dtype dt) {
   return t;
 }
 
-static double at(const lark_tensor *t, int64_t i) {
-  double v = NAN;
-  lark_get_flat(t, i, &v);
-  return v;
-}
-
 /* ---- the tests ------------------------------------------------------------------------------ */
 
 static void test_known_answers(void) {
@@ -94,13 +70,13 @@ static void test_scheme(void) {
   lark_tensor *u = lark_rand(2, (int64_t[]){3, 5}, LARK_FLOAT32, NULL);
   CHECK(u && g->offset == 15, "rand advances the offset by 15, got %llu", (unsigned long long)g->offset);
   for (int64_t i = 0; i < 15; i++)
-    CHECK(at(u, i) == ref_uniform_f32(1234, (uint64_t)i), "rand float32 element %lld", (long long)i);
+    CHECK(get_flat(u, i) == ref_uniform_f32(1234, (uint64_t)i), "rand float32 element %lld", (long long)i);
   lark_tensor *d = lark_rand(1, (int64_t[]){7}, LARK_FLOAT64, NULL);
   for (int64_t i = 0; i < 7; i++)
-    CHECK(at(d, i) == ref_uniform_f64(1234, 15 + (uint64_t)i), "rand float64 element %lld", (long long)i);
+    CHECK(get_flat(d, i) == ref_uniform_f64(1234, 15 + (uint64_t)i), "rand float64 element %lld", (long long)i);
   lark_tensor *n = lark_randn(1, (int64_t[]){9}, LARK_FLOAT64, NULL);
   for (int64_t i = 0; i < 9; i++)
-    CHECK(fabs(at(n, i) - ref_normal(1234, 22 + (uint64_t)i)) < 1e-12, "randn float64 element %lld", (long long)i);
+    CHECK(fabs(get_flat(n, i) - ref_normal(1234, 22 + (uint64_t)i)) < 1e-12, "randn float64 element %lld", (long long)i);
   CHECK(g->offset == 31, "offset after three draws: %llu", (unsigned long long)g->offset);
   lark_tensor_release(u);
   lark_tensor_release(d);
@@ -111,14 +87,14 @@ static void test_scheme(void) {
   lark_generator_init(&big, 0x123456789abcdefull);
   lark_tensor *b = lark_rand(1, (int64_t[]){4}, LARK_FLOAT64, &big);
   for (int64_t i = 0; i < 4; i++)
-    CHECK(at(b, i) == ref_uniform_f64(0x123456789abcdefull, (uint64_t)i), "64-bit seed element %lld", (long long)i);
+    CHECK(get_flat(b, i) == ref_uniform_f64(0x123456789abcdefull, (uint64_t)i), "64-bit seed element %lld", (long long)i);
   lark_tensor_release(b);
 
   /* an offset past 2^32 carries into the second counter word */
   lark_generator far = {.seed = 5, .offset = 0xfffffffeull};
   lark_tensor *f = lark_rand(1, (int64_t[]){4}, LARK_FLOAT32, &far);
   for (int64_t i = 0; i < 4; i++)
-    CHECK(at(f, i) == ref_uniform_f32(5, 0xfffffffeull + (uint64_t)i), "offset crossing 2^32, element %lld",
+    CHECK(get_flat(f, i) == ref_uniform_f32(5, 0xfffffffeull + (uint64_t)i), "offset crossing 2^32, element %lld",
           (long long)i);
   lark_tensor_release(f);
 }
@@ -159,7 +135,7 @@ static void test_strided_targets(void) {
   CHECK(lark_uniform_(view, -2, 3, &g1) == 0, "uniform_ on a transposed view: %s", lark_error());
   lark_uniform_(ref, -2, 3, &g2);
   int bad = 0;
-  for (int64_t i = 0; i < 90 * 150; i++) bad += at(view, i) != at(ref, i);
+  for (int64_t i = 0; i < 90 * 150; i++) bad += get_flat(view, i) != get_flat(ref, i);
   CHECK(bad == 0, "transposed fill: %d elements differ from the contiguous fill", bad);
   CHECK(g1.offset == 90 * 150, "offset after the strided fill: %llu", (unsigned long long)g1.offset);
 
@@ -172,18 +148,18 @@ static void test_strided_targets(void) {
   lark_normal_(nar, 1, 2, &g1);
   lark_normal_(nref, 1, 2, &g2);
   bad = 0;
-  for (int64_t i = 0; i < 4 * 50 * 41; i++) bad += at(nar, i) != at(nref, i);
+  for (int64_t i = 0; i < 4 * 50 * 41; i++) bad += get_flat(nar, i) != get_flat(nref, i);
   int touched = 0;
   for (int64_t i = 0; i < 4 * 50 * 60; i++) {
     int64_t col = i % 60;
-    if ((col < 5 || col >= 46) && at(cube, i) != 0) touched++;
+    if ((col < 5 || col >= 46) && get_flat(cube, i) != 0) touched++;
   }
   CHECK(bad == 0 && touched == 0, "narrowed fill: %d differ, %d outside the view written", bad, touched);
 
   /* an expanded view would race: refused */
   lark_tensor *row = new_tensor(1, (int64_t[]){5}, LARK_FLOAT32);
   lark_tensor *ex = lark_expand(row, 2, (int64_t[]){3, 5});
-  CHECK(lark_uniform_(ex, 0, 1, NULL) == LARK_ERR_ARG && strstr(lark_error(), "expanded"), "expanded target: %s",
+  CHECK(lark_uniform_(ex, 0, 1, NULL) == LARK_ERR_ARG && error_has("expanded"), "expanded target: %s",
         lark_error());
   lark_tensor_release(row);
   lark_tensor_release(ex);
@@ -220,7 +196,7 @@ static void test_statistics(void) {
   lark_tensor *y = new_tensor(1, &n, LARK_FLOAT32);
   lark_normal_(y, 3, 0.5, NULL);
   double sy = 0;
-  for (int64_t i = 0; i < n; i++) sy += at(y, i);
+  for (int64_t i = 0; i < n; i++) sy += get_flat(y, i);
   CHECK(fabs(sy / n - 3) < 5 * 0.5 / sqrt((double)n), "normal_(3, 0.5) mean %g", sy / n);
   lark_tensor_release(y);
 
@@ -228,7 +204,7 @@ static void test_statistics(void) {
   lark_tensor *c = new_tensor(1, (int64_t[]){10}, LARK_FLOAT64);
   lark_normal_(c, -1.5, 0, NULL);
   int bad = 0;
-  for (int i = 0; i < 10; i++) bad += at(c, i) != -1.5;
+  for (int i = 0; i < 10; i++) bad += get_flat(c, i) != -1.5;
   CHECK(bad == 0, "normal_ with std 0");
   lark_tensor_release(c);
 }
@@ -245,7 +221,7 @@ static void test_uniform_bounds(void) {
   }
   CHECK(bad == 0, "uniform_ float32 in a 1-ulp range: %d values outside [low, high)", bad);
   lark_uniform_(t, 2, 2, NULL); /* an empty range gives low, as PyTorch does */
-  CHECK(at(t, 0) == 2 && at(t, 99999) == 2, "uniform_(2, 2)");
+  CHECK(get_flat(t, 0) == 2 && get_flat(t, 99999) == 2, "uniform_(2, 2)");
   lark_tensor_release(t);
 }
 
@@ -293,15 +269,15 @@ static void test_randint(void) {
   lark_tensor *u8 = new_tensor(1, (int64_t[]){1000}, LARK_UINT8);
   CHECK(lark_randint_(u8, 250, 256, NULL) == 0, "randint_ uint8 [250, 256): %s", lark_error());
   int oor = 0;
-  for (int i = 0; i < 1000; i++) oor += at(u8, i) < 250;
+  for (int i = 0; i < 1000; i++) oor += get_flat(u8, i) < 250;
   CHECK(oor == 0, "randint_ uint8 range");
-  CHECK(lark_randint_(u8, 0, 257, NULL) == LARK_ERR_ARG && strstr(lark_error(), "uint8"), "uint8 overflow: %s",
+  CHECK(lark_randint_(u8, 0, 257, NULL) == LARK_ERR_ARG && error_has("uint8"), "uint8 overflow: %s",
         lark_error());
   lark_tensor_release(u8);
   lark_tensor *f = new_tensor(1, (int64_t[]){100}, LARK_FLOAT64);
   CHECK(lark_randint_(f, -5, 5, NULL) == 0, "randint_ float64");
   bad = 0;
-  for (int i = 0; i < 100; i++) bad += at(f, i) != floor(at(f, i)) || at(f, i) < -5 || at(f, i) >= 5;
+  for (int i = 0; i < 100; i++) bad += get_flat(f, i) != floor(get_flat(f, i)) || get_flat(f, i) < -5 || get_flat(f, i) >= 5;
   CHECK(bad == 0, "randint_ float64 values are integers in range");
   lark_tensor_release(f);
 }
@@ -348,7 +324,7 @@ static void test_bernoulli(void) {
   /* p out of range */
   lark_tensor *bad = lark_full(1, (int64_t[]){3}, 0.5, LARK_FLOAT64, NULL);
   ((double *)lark_data_ptr(bad))[2] = 1.5;
-  CHECK(!lark_bernoulli(bad, NULL) && strstr(lark_error(), "[0, 1]"), "bernoulli p = 1.5: %s", lark_error());
+  CHECK(!lark_bernoulli(bad, NULL) && error_has("[0, 1]"), "bernoulli p = 1.5: %s", lark_error());
   ((double *)lark_data_ptr(bad))[2] = NAN;
   CHECK(!lark_bernoulli(bad, NULL), "bernoulli p = NaN");
   lark_tensor_release(bad);
@@ -398,28 +374,28 @@ static void test_randperm(void) {
 
 static void test_errors(void) {
   lark_tensor *f = new_tensor(1, (int64_t[]){4}, LARK_FLOAT32), *i = new_tensor(1, (int64_t[]){4}, LARK_INT64);
-  CHECK(lark_uniform_(f, 1, 0, NULL) == LARK_ERR_ARG && strstr(lark_error(), "low"), "uniform_ low > high: %s",
+  CHECK(lark_uniform_(f, 1, 0, NULL) == LARK_ERR_ARG && error_has("low"), "uniform_ low > high: %s",
         lark_error());
   CHECK(lark_uniform_(f, 0, INFINITY, NULL) == LARK_ERR_ARG, "uniform_ infinite high");
-  CHECK(lark_uniform_(i, 0, 1, NULL) == LARK_ERR_DTYPE && strstr(lark_error(), "int64"), "uniform_ on int64: %s",
+  CHECK(lark_uniform_(i, 0, 1, NULL) == LARK_ERR_DTYPE && error_has("int64"), "uniform_ on int64: %s",
         lark_error());
-  CHECK(lark_normal_(f, 0, -1, NULL) == LARK_ERR_ARG && strstr(lark_error(), "std"), "normal_ std < 0: %s",
+  CHECK(lark_normal_(f, 0, -1, NULL) == LARK_ERR_ARG && error_has("std"), "normal_ std < 0: %s",
         lark_error());
-  CHECK(lark_normal_(f, 0, NAN, NULL) == LARK_ERR_ARG && strstr(lark_error(), "NaN"), "normal_ std NaN: %s",
+  CHECK(lark_normal_(f, 0, NAN, NULL) == LARK_ERR_ARG && error_has("NaN"), "normal_ std NaN: %s",
         lark_error());
   CHECK(lark_normal_(i, 0, 1, NULL) == LARK_ERR_DTYPE, "normal_ on int64");
-  CHECK(!lark_randn(1, (int64_t[]){3}, LARK_INT64, NULL) && strstr(lark_error(), "randn") &&
-            strstr(lark_error(), "int64"),
+  CHECK(!lark_randn(1, (int64_t[]){3}, LARK_INT64, NULL) && error_has("randn") &&
+            error_has("int64"),
         "randn int64: %s", lark_error());
-  CHECK(!lark_rand(1, (int64_t[]){3}, LARK_BOOL, NULL) && strstr(lark_error(), "bool"), "rand bool: %s", lark_error());
-  CHECK(!lark_randint(5, 5, 1, (int64_t[]){3}, NULL) && strstr(lark_error(), "low"), "randint low == high: %s",
+  CHECK(!lark_rand(1, (int64_t[]){3}, LARK_BOOL, NULL) && error_has("bool"), "rand bool: %s", lark_error());
+  CHECK(!lark_randint(5, 5, 1, (int64_t[]){3}, NULL) && error_has("low"), "randint low == high: %s",
         lark_error());
   CHECK(lark_randint_(i, 6, 5, NULL) == LARK_ERR_ARG, "randint_ low > high");
-  CHECK(lark_bernoulli_(f, 1.5, NULL) == LARK_ERR_ARG && strstr(lark_error(), "[0, 1]"), "bernoulli_ p > 1: %s",
+  CHECK(lark_bernoulli_(f, 1.5, NULL) == LARK_ERR_ARG && error_has("[0, 1]"), "bernoulli_ p > 1: %s",
         lark_error());
   CHECK(lark_bernoulli_(f, -0.1, NULL) == LARK_ERR_ARG, "bernoulli_ p < 0");
   CHECK(lark_bernoulli_(f, NAN, NULL) == LARK_ERR_ARG, "bernoulli_ p NaN");
-  CHECK(!lark_randperm(-1, NULL) && strstr(lark_error(), "randperm"), "randperm(-1): %s", lark_error());
+  CHECK(!lark_randperm(-1, NULL) && error_has("randperm"), "randperm(-1): %s", lark_error());
   /* a failed call does not move the generator */
   lark_manual_seed(1);
   lark_normal_(f, 0, -1, NULL);
@@ -445,10 +421,5 @@ int main(void) {
   test_bernoulli();
   test_randperm();
   test_errors();
-  if (failures) {
-    fprintf(stderr, "test_random: %d of %d checks failed\n", failures, checks);
-    return 1;
-  }
-  printf("test_random: all %d checks passed\n", checks);
-  return 0;
+  return check_report("test_random");
 }
