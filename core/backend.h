@@ -102,6 +102,10 @@ void lark_iter_row(const lark_iter *it, int64_t row, int64_t *offs);
 /* Offsets of work item w (< it->nwork) for each operand, and the number of elements it covers
  * along the last dim. */
 void lark_iter_work(const lark_iter *it, int64_t w, int64_t *offs, int64_t *n);
+/* Offset (in elements, from element 0 of a view) of the r-th position in row-major order over the
+ * dims of (nd, shape, stride) other than skip_a and skip_b (-1: none): the start of the r-th line
+ * along a dim, for ops that work line by line (gather, sort, cumsum). */
+int64_t lark_unravel(int nd, const int64_t *shape, const int64_t *stride, int skip_a, int skip_b, int64_t r);
 /* Work below this many elements runs on one thread. */
 #define LARK_PARALLEL_GRAIN 32768
 

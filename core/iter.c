@@ -71,3 +71,13 @@ void lark_iter_row(const lark_iter *it, int64_t row, int64_t *offs) {
     for (int k = 0; k < it->nargs; k++) offs[k] += i * it->stride[k][d];
   }
 }
+
+int64_t lark_unravel(int nd, const int64_t *shape, const int64_t *stride, int skip_a, int skip_b, int64_t r) {
+  int64_t off = 0;
+  for (int d = nd - 1; d >= 0; d--) {
+    if (d == skip_a || d == skip_b) continue;
+    off += (r % shape[d]) * stride[d];
+    r /= shape[d];
+  }
+  return off;
+}

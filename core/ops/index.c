@@ -17,17 +17,6 @@
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
-/* Offset (in elements, from element 0 of the view) of the r-th position in row-major order over
- * the dims of (nd, shape, stride) other than skip_a and skip_b (-1: none). */
-static int64_t unravel(int nd, const int64_t *shape, const int64_t *stride, int skip_a, int skip_b, int64_t r) {
-  int64_t off = 0;
-  for (int d = nd - 1; d >= 0; d--) {
-    if (d == skip_a || d == skip_b) continue;
-    off += (r % shape[d]) * stride[d];
-    r /= shape[d];
-  }
-  return off;
-}
 
 /* Moves one element of es bytes. */
 static inline void move_elem(char *dst, const char *src, size_t es) {
@@ -132,7 +121,7 @@ static void cpu_index_select(lark_tensor *out, const lark_tensor *t, int dim, co
     /* picking single elements (dim is the last one that counts): one output row per outer index */
 #define PICK_LOOP(T)                                                                                 \
   _Pragma("omp parallel for if (numel > LARK_PARALLEL_GRAIN)") for (int64_t o = 0; o < outer; o++) {   \
-    const T *s = (const T *)src + unravel(dim, t->shape, t->stride, -1, -1, o);                         \
+    const T *s = (const T *)src + lark_unravel(dim, t->shape, t->stride, -1, -1, o);                         \
     T *d = (T *)dst + o * nidx;                                                                         \
     for (int64_t k = 0; k < nidx; k++) d[k] = s[idx[k] * sdim];                                         \
   }
@@ -147,7 +136,7 @@ static void cpu_index_select(lark_tensor *out, const lark_tensor *t, int dim, co
 #pragma omp parallel for if (numel > LARK_PARALLEL_GRAIN)
   for (int64_t r = 0; r < rows; r++) {
     int64_t o = r / nidx, k = r % nidx;
-    int64_t so = unravel(dim, t->shape, t->stride, -1, -1, o) + idx[k] * sdim;
+    int64_t so = lark_unravel(dim, t->shape, t->stride, -1, -1, o) + idx[k] * sdim;
     char *d = dst + (size_t)(r * inner) * es;
     if (inner_contig) {
       memcpy(d, src + (size_t)so * es, (size_t)inner * es);
@@ -155,7 +144,7 @@ static void cpu_index_select(lark_tensor *out, const lark_tensor *t, int dim, co
     }
     for (int64_t ir = 0; ir < inner_rows; ir++) {
       /* dims dim+1 .. nd-2 give the row; the last dim runs inside */
-      int64_t ro = so + unravel(nd - 1 - (dim + 1), t->shape + dim + 1, t->stride + dim + 1, -1, -1, ir);
+      int64_t ro = so + lark_unravel(nd - 1 - (dim + 1), t->shape + dim + 1, t->stride + dim + 1, -1, -1, ir);
       for (int64_t j = 0; j < last; j++, d += es) move_elem(d, src + (size_t)(ro + j * slast) * es, es);
     }
   }
@@ -306,9 +295,9 @@ lark_tensor *lark_gather(const lark_tensor *t, int dim, const lark_tensor *index
     const T *sp = (const T *)lark_data_ptr(src);                                                    \
     _Pragma("omp parallel for if (numel > LARK_PARALLEL_GRAIN)") for (int64_t w = 0; w < items; w++) { \
       int64_t o = w / ntiles, c0 = (w % ntiles) * tile, c1 = c0 + tile < width ? c0 + tile : width;  \
-      int64_t tb = unravel(nd, index->shape, t->stride, dim, cd, o);                                \
-      int64_t ib = unravel(nd, index->shape, index->stride, dim, cd, o);                            \
-      int64_t sb = unravel(nd, index->shape, src->stride, dim, cd, o);                              \
+      int64_t tb = lark_unravel(nd, index->shape, t->stride, dim, cd, o);                                \
+      int64_t ib = lark_unravel(nd, index->shape, index->stride, dim, cd, o);                            \
+      int64_t sb = lark_unravel(nd, index->shape, src->stride, dim, cd, o);                              \
       for (int64_t j = 0; j < n; j++)                                                               \
         for (int64_t c = c0; c < c1; c++) {                                                         \
           int64_t ix = ip[ib + j * is_dim + c * is_cd];                                             \

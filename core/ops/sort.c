@@ -15,17 +15,6 @@
 
 #include "../backend.h"
 
-/* Offset (elements, from element 0 of the view) of line r along `dim`: row-major over the dims
- * other than skip_a and skip_b (-1: none). */
-static int64_t unravel(int nd, const int64_t *shape, const int64_t *stride, int skip_a, int skip_b, int64_t r) {
-  int64_t off = 0;
-  for (int d = nd - 1; d >= 0; d--) {
-    if (d == skip_a || d == skip_b) continue;
-    off += (r % shape[d]) * stride[d];
-    r /= shape[d];
-  }
-  return off;
-}
 
 /* A 0-d tensor as a 1-D view of one element; else t retained. */
 static lark_tensor *at_least_1d(const lark_tensor *t) {
@@ -177,12 +166,12 @@ static int cpu_topk(const lark_tensor *t, int dim, int64_t k, bool desc, bool so
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t r = 0; r < lines; r++) {
     sort_item *a = buf + 2 * n * omp_get_thread_num(), *tmp = a + n;
-    const char *line = src + (size_t)unravel(nd, t->shape, t->stride, dim, -1, r) * es;
+    const char *line = src + (size_t)lark_unravel(nd, t->shape, t->stride, dim, -1, r) * es;
     load_line(a, line, t->dtype, n, sdim, desc);
     if (k < n) select_first(a, tmp, n, k);
     if (sorted) merge_sort(a, tmp, k);
     else qsort(a, (size_t)k, sizeof *a, by_position);
-    int64_t ob = unravel(nd, values->shape, values->stride, dim, -1, r);
+    int64_t ob = lark_unravel(nd, values->shape, values->stride, dim, -1, r);
     store_values(vo + (size_t)ob * es, odim, line, sdim, a, k, es);
     for (int64_t j = 0; j < k; j++) io[ob + j * odim] = a[j].pos;
   }
@@ -247,8 +236,8 @@ int lark_topk(const lark_tensor *t, int64_t k, int dim, bool largest, bool sorte
     TO *op = (TO *)lark_data_ptr(out);                                                              \
     _Pragma("omp parallel for if (numel > LARK_PARALLEL_GRAIN)") for (int64_t w = 0; w < items; w++) { \
       int64_t o = w / ntiles, c0 = (w % ntiles) * tile, c1 = c0 + tile < width ? c0 + tile : width;  \
-      int64_t sb = unravel(nd, t->shape, t->stride, dim, cd, o);                                    \
-      int64_t ob = unravel(nd, out->shape, out->stride, dim, cd, o);                                \
+      int64_t sb = lark_unravel(nd, t->shape, t->stride, dim, cd, o);                                    \
+      int64_t ob = lark_unravel(nd, out->shape, out->stride, dim, cd, o);                                \
       TA acc[CUMSUM_TILE] = {0};                                                                    \
       for (int64_t j = 0; j < n; j++)                                                               \
         for (int64_t c = c0; c < c1; c++) {                                                         \
