@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd.h"
+#include "ops/grad.h"
 #include "backend.h"
 
 static int64_t bytes_live[LARK_NDEVICE_KINDS];
@@ -79,12 +81,11 @@ lark_tensor *lark_tensor_retain(lark_tensor *t) {
   return t;
 }
 
-void lark_autograd_release_node(struct lark_node *n); /* autograd.c (weak: absent until autograd lands) */
-
 void lark_tensor_release(lark_tensor *t) {
   if (!t || __atomic_sub_fetch(&t->refcount, 1, __ATOMIC_ACQ_REL) > 0) return;
   storage_release(t->storage);
   lark_tensor_release(t->grad);
+  lark_node_release(t->grad_fn);
   free(t);
 }
 
@@ -223,6 +224,12 @@ static lark_tensor *make_view(const lark_tensor *t, int ndim, const int64_t *sha
   return v;
 }
 
+/* Records a view's gradient (autograd.h) and hands the view back. */
+static lark_tensor *rec(lark_view_kind kind, lark_tensor *v, const lark_tensor *t, int nargs, const int64_t *args) {
+  if (v && t->requires_grad) lark_record_view(kind, v, t, nargs, args);
+  return v;
+}
+
 lark_tensor *lark_as_strided(const lark_tensor *t, int ndim, const int64_t *shape, const int64_t *stride,
                              int64_t offset) {
   if (checked_numel("as_strided", ndim, shape, lark_dtype_size(t->dtype)) < 0) return NULL;
@@ -324,13 +331,14 @@ lark_tensor *lark_view(const lark_tensor *t, int ndim, const int64_t *shape_in) 
                    lark_shape_str(t->ndim, t->shape, a, sizeof a), lark_shape_str(ndim, shape, b, sizeof b));
     return NULL;
   }
-  return make_view(t, ndim, shape, stride, t->offset);
+  return rec(LARK_VIEW_RESHAPE, make_view(t, ndim, shape, stride, t->offset), t, 0, NULL);
 }
 
 lark_tensor *lark_reshape(const lark_tensor *t, int ndim, const int64_t *shape_in) {
   int64_t shape[LARK_MAX_DIMS], stride[LARK_MAX_DIMS];
   if (infer_shape("reshape", t, ndim, shape_in, shape)) return NULL;
-  if (view_strides(t, ndim, shape, stride)) return make_view(t, ndim, shape, stride, t->offset);
+  if (view_strides(t, ndim, shape, stride))
+    return rec(LARK_VIEW_RESHAPE, make_view(t, ndim, shape, stride, t->offset), t, 0, NULL);
   lark_tensor *c = lark_contiguous(t);
   if (!c) return NULL;
   lark_tensor *v = lark_view(c, ndim, shape);
@@ -351,7 +359,7 @@ lark_tensor *lark_narrow(const lark_tensor *t, int dim, int64_t start, int64_t l
   }
   lark_tensor *v = make_view(t, t->ndim, t->shape, t->stride, t->offset + start * t->stride[dim]);
   if (v) v->shape[dim] = length;
-  return v;
+  return rec(LARK_VIEW_NARROW, v, t, 3, (int64_t[]){dim, start, length});
 }
 
 lark_tensor *lark_select(const lark_tensor *t, int dim, int64_t index) {
@@ -373,7 +381,8 @@ lark_tensor *lark_select(const lark_tensor *t, int dim, int64_t index) {
       shape[k] = t->shape[i];
       stride[k++] = t->stride[i];
     }
-  return make_view(t, k, shape, stride, t->offset + index * t->stride[dim]);
+  return rec(LARK_VIEW_SELECT, make_view(t, k, shape, stride, t->offset + index * t->stride[dim]), t, 2,
+             (int64_t[]){dim, index});
 }
 
 lark_tensor *lark_slice(const lark_tensor *t, int dim, int64_t start, int64_t stop, int64_t step) {
@@ -396,7 +405,7 @@ lark_tensor *lark_slice(const lark_tensor *t, int dim, int64_t start, int64_t st
     v->shape[dim] = (stop - start + step - 1) / step;
     v->stride[dim] *= step;
   }
-  return v;
+  return rec(LARK_VIEW_SLICE, v, t, 4, (int64_t[]){dim, start, stop, step});
 }
 
 lark_tensor *lark_transpose(const lark_tensor *t, int d0, int d1) {
@@ -410,7 +419,9 @@ lark_tensor *lark_transpose(const lark_tensor *t, int d0, int d1) {
     v->stride[d0] = t->stride[d1];
     v->stride[d1] = t->stride[d0];
   }
-  return v;
+  int64_t perm[LARK_MAX_DIMS];
+  for (int i = 0; i < t->ndim; i++) perm[i] = i == d0 ? d1 : i == d1 ? d0 : i;
+  return rec(LARK_VIEW_PERMUTE, v, t, t->ndim, perm);
 }
 
 lark_tensor *lark_permute(const lark_tensor *t, int ndim, const int *dims) {
@@ -431,7 +442,9 @@ lark_tensor *lark_permute(const lark_tensor *t, int ndim, const int *dims) {
     shape[i] = t->shape[d];
     stride[i] = t->stride[d];
   }
-  return make_view(t, ndim, shape, stride, t->offset);
+  int64_t perm[LARK_MAX_DIMS];
+  for (int i = 0; i < ndim; i++) perm[i] = lark_wrap_dim("permute", dims[i], ndim);
+  return rec(LARK_VIEW_PERMUTE, make_view(t, ndim, shape, stride, t->offset), t, ndim, perm);
 }
 
 lark_tensor *lark_expand(const lark_tensor *t, int ndim, const int64_t *shape_in) {
@@ -470,7 +483,7 @@ lark_tensor *lark_expand(const lark_tensor *t, int ndim, const int64_t *shape_in
   }
   /* no memory is needed, but the element count must still fit an int64 */
   if (checked_numel("expand", ndim, shape, 1) < 0) return NULL;
-  return make_view(t, ndim, shape, stride, t->offset);
+  return rec(LARK_VIEW_EXPAND, make_view(t, ndim, shape, stride, t->offset), t, 0, NULL);
 }
 
 lark_tensor *lark_squeeze(const lark_tensor *t, int dim) {
@@ -487,7 +500,7 @@ lark_tensor *lark_squeeze(const lark_tensor *t, int dim) {
       stride[k++] = t->stride[i];
     }
   }
-  return make_view(t, k, shape, stride, t->offset);
+  return rec(LARK_VIEW_RESHAPE, make_view(t, k, shape, stride, t->offset), t, 0, NULL);
 }
 
 lark_tensor *lark_unsqueeze(const lark_tensor *t, int dim) {
@@ -511,7 +524,7 @@ lark_tensor *lark_unsqueeze(const lark_tensor *t, int dim) {
       stride[i] = t->stride[k++];
     }
   }
-  return make_view(t, t->ndim + 1, shape, stride, t->offset);
+  return rec(LARK_VIEW_RESHAPE, make_view(t, t->ndim + 1, shape, stride, t->offset), t, 0, NULL);
 }
 
 /* ---- copies --------------------------------------------------------------------------------- */
@@ -637,7 +650,7 @@ lark_tensor *lark_clone(const lark_tensor *t) {
     lark_tensor_release(c);
     return NULL;
   }
-  return c;
+  return rec(LARK_VIEW_COPY, c, t, 0, NULL);
 }
 
 lark_tensor *lark_cast(const lark_tensor *t, lark_dtype dt) {
@@ -653,7 +666,7 @@ lark_tensor *lark_to(const lark_tensor *t, lark_dtype dt, const lark_device *dev
     lark_tensor_release(c);
     return NULL;
   }
-  return c;
+  return rec(LARK_VIEW_COPY, c, t, 0, NULL);
 }
 
 int lark_fill_(lark_tensor *t, double value) {

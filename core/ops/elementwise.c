@@ -12,6 +12,7 @@
 
 #include "../backend.h"
 #include "../cpu.h"
+#include "grad.h"
 #include "vecmath.h"
 
 static const char *binary_names[LARK_NBINARY] = {
@@ -397,7 +398,7 @@ static int binary_check(lark_binary_op op, const lark_tensor *a, const lark_tens
   return lark_check_same_device(name, 2, ts, names);
 }
 
-lark_tensor *lark_binary(lark_binary_op op, const lark_tensor *a, const lark_tensor *b) {
+static lark_tensor *binary_impl(lark_binary_op op, const lark_tensor *a, const lark_tensor *b) {
   if (binary_check(op, a, b)) return NULL;
   const char *name = lark_binary_op_name(op);
   lark_dtype compute = LARK_FLOAT32, result = LARK_FLOAT32;
@@ -413,6 +414,14 @@ lark_tensor *lark_binary(lark_binary_op op, const lark_tensor *a, const lark_ten
   }
   return out;
 }
+
+lark_tensor *lark_binary(lark_binary_op op, const lark_tensor *a, const lark_tensor *b) {
+  lark_tensor *out;
+  LARK_NO_GRAD(out = binary_impl(op, a, b));
+  if (out && (a->requires_grad || b->requires_grad)) lark_record_binary(op, out, a, b);
+  return out;
+}
+
 
 int lark_binary_out(lark_binary_op op, lark_tensor *out, const lark_tensor *a, const lark_tensor *b) {
   if (binary_check(op, a, b) || lark_check_alive(lark_binary_op_name(op), out, "out") ||
@@ -440,7 +449,7 @@ int lark_binary_(lark_binary_op op, lark_tensor *a, const lark_tensor *b) {
   const char *name = lark_binary_op_name(op);
   char inplace[32];
   snprintf(inplace, sizeof inplace, "%s_", name);
-  if (lark_check_writable(inplace, a, "the tensor")) return lark_error_code();
+  if (lark_check_writable(inplace, a, "the tensor") || lark_check_inplace(inplace, a, b)) return lark_error_code();
   lark_dtype compute = LARK_FLOAT32, result = LARK_FLOAT32;
   if (binary_dtypes(op, a->dtype, b->dtype, &compute, &result)) return lark_error_code();
   int nd;
@@ -514,7 +523,7 @@ static int unary_dtypes(lark_unary_op op, lark_dtype in, lark_dtype *compute) {
   return 0;
 }
 
-lark_tensor *lark_unary(lark_unary_op op, const lark_tensor *a) {
+static lark_tensor *unary_impl(lark_unary_op op, const lark_tensor *a) {
   lark_dtype compute = LARK_FLOAT32;
   if (unary_dtypes(op, a->dtype, &compute) || lark_check_alive(lark_unary_op_name(op), a, "the input")) return NULL;
   lark_device dev = lark_tensor_device(a);
@@ -533,12 +542,20 @@ lark_tensor *lark_unary(lark_unary_op op, const lark_tensor *a) {
   return out;
 }
 
+lark_tensor *lark_unary(lark_unary_op op, const lark_tensor *a) {
+  lark_tensor *out;
+  LARK_NO_GRAD(out = unary_impl(op, a));
+  if (out && a->requires_grad) lark_record_unary(op, out, a);
+  return out;
+}
+
+
 int lark_unary_(lark_unary_op op, lark_tensor *a) {
   lark_dtype compute = LARK_FLOAT32;
   if (unary_dtypes(op, a->dtype, &compute) || lark_check_alive(lark_unary_op_name(op), a, "the input")) return lark_error_code();
   char inplace[32];
   snprintf(inplace, sizeof inplace, "%s_", lark_unary_op_name(op));
-  if (lark_check_writable(inplace, a, "the tensor")) return lark_error_code();
+  if (lark_check_writable(inplace, a, "the tensor") || lark_check_inplace(inplace, a, NULL)) return lark_error_code();
   lark_device dev = lark_tensor_device(a);
   const lark_backend *be = lark_backend_for(dev);
   if (!be->unary) return lark_backend_missing(lark_unary_op_name(op), dev);
@@ -554,7 +571,7 @@ int lark_unary_(lark_unary_op op, lark_tensor *a) {
   return rc;
 }
 
-lark_tensor *lark_clamp(const lark_tensor *a, double lo, double hi) {
+static lark_tensor *clamp_impl(const lark_tensor *a, double lo, double hi) {
   lark_tensor *c = lark_clone(a);
   if (c && lark_clamp_(c, lo, hi)) {
     lark_tensor_release(c);
@@ -563,8 +580,18 @@ lark_tensor *lark_clamp(const lark_tensor *a, double lo, double hi) {
   return c;
 }
 
+lark_tensor *lark_clamp(const lark_tensor *a, double lo, double hi) {
+  lark_tensor *out;
+  LARK_NO_GRAD(out = clamp_impl(a, lo, hi));
+  if (out && a->requires_grad) lark_record_clamp(out, a, lo, hi);
+  return out;
+}
+
+
 int lark_clamp_(lark_tensor *a, double lo, double hi) {
-  if (lark_check_alive("clamp", a, "the input") || lark_check_writable("clamp_", a, "the tensor")) return lark_error_code();
+  if (lark_check_alive("clamp", a, "the input") || lark_check_writable("clamp_", a, "the tensor") ||
+      lark_check_inplace("clamp_", a, NULL))
+    return lark_error_code();
   if (a->dtype == LARK_BOOL) return lark_set_error(LARK_ERR_DTYPE, "clamp: not defined for bool tensors");
   lark_device dev = lark_tensor_device(a);
   const lark_backend *be = lark_backend_for(dev);
@@ -574,7 +601,7 @@ int lark_clamp_(lark_tensor *a, double lo, double hi) {
   return rc;
 }
 
-lark_tensor *lark_where(const lark_tensor *cond, const lark_tensor *a, const lark_tensor *b) {
+static lark_tensor *where_impl(const lark_tensor *cond, const lark_tensor *a, const lark_tensor *b) {
   const lark_tensor *ts[3] = {cond, a, b};
   static const char *const names[3] = {"the condition", "the first value", "the second value"};
   if (lark_check_same_device("where", 3, ts, names)) return NULL;
@@ -614,3 +641,11 @@ lark_tensor *lark_where(const lark_tensor *cond, const lark_tensor *a, const lar
   lark_tensor_release(eb);
   return out;
 }
+
+lark_tensor *lark_where(const lark_tensor *cond, const lark_tensor *a, const lark_tensor *b) {
+  lark_tensor *out;
+  LARK_NO_GRAD(out = where_impl(cond, a, b));
+  if (out && (a->requires_grad || b->requires_grad)) lark_record_where(out, cond, a, b);
+  return out;
+}
+

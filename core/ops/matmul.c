@@ -10,6 +10,7 @@
 
 #include "../backend.h"
 #include "../cpu.h"
+#include "grad.h"
 
 /* Can BLAS read this (rows, cols) matrix in place? Sets trans and the leading dimension. */
 static bool blas_layout(int64_t rows, int64_t cols, int64_t srow, int64_t scol, bool *trans, int64_t *ld) {
@@ -80,7 +81,7 @@ static int run_gemm(lark_tensor *out3, lark_tensor *a3, lark_tensor *b3, double 
   return be->gemm(out3, a3, b3, alpha, beta);
 }
 
-lark_tensor *lark_matmul(const lark_tensor *a, const lark_tensor *b) {
+static lark_tensor *matmul_impl(const lark_tensor *a, const lark_tensor *b) {
   char x[256], y[256];
   const lark_tensor *ts[2] = {a, b};
   static const char *const names[2] = {"the first operand", "the second operand"};
@@ -183,6 +184,13 @@ done:
   lark_tensor_release(A3);
   lark_tensor_release(B3);
   lark_tensor_release(O3);
+  return out;
+}
+
+lark_tensor *lark_matmul(const lark_tensor *a, const lark_tensor *b) {
+  lark_tensor *out;
+  LARK_NO_GRAD(out = matmul_impl(a, b));
+  if (out && (a->requires_grad || b->requires_grad)) lark_record_matmul(out, a, b);
   return out;
 }
 

@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "../backend.h"
+#include "grad.h"
 
 static const char *reduce_names[LARK_NREDUCE] = {"sum", "mean", "prod", "max", "min",
                                                  "var", "std", "norm", "any", "all"};
@@ -818,6 +819,14 @@ lark_tensor *lark_reduce(lark_reduce_op op, const lark_tensor *t, const lark_red
   if (out && cpu_reduce(op, t, reduced, &args, out, NULL)) {
     lark_tensor_release(out);
     return NULL;
+  }
+  if (out && t->requires_grad) {
+    /* the reduced dims, resolved, for the gradient (reduce_grad.c) */
+    lark_reduce_args r = args;
+    r.ndims = 0;
+    for (int d = 0; d < t->ndim; d++)
+      if (reduced[d]) r.dims[r.ndims++] = d;
+    lark_record_reduce(op, out, t, &r);
   }
   return out;
 }

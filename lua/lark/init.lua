@@ -266,6 +266,10 @@ lark.tostring = tensor_tostring
 
 -- Library tables ---------------------------------------------------------------------------------
 
+lark.autograd = require "lark.autograd"
+lark.no_grad = lark.autograd.no_grad
+lark.enable_grad = lark.autograd.enable_grad
+
 lark.cuda = lark.cuda or {
   --- Whether a CUDA device can be used (lark built with CUDA and a GPU answers).
   is_available = function() return false end,
