@@ -25,8 +25,19 @@ lark_node *lark_node_new(const char *name, lark_backward_fn fn, int ninputs, con
   bool any = false;
   for (int i = 0; i < ninputs; i++) any = any || (inputs[i] && inputs[i]->requires_grad);
   if (!any) return NULL;
-  lark_node *n = calloc(1, sizeof *n);
+  /* the node and its per-input arrays in one block, the widest types first */
+  size_t k = (size_t)ninputs;
+  size_t size = sizeof(lark_node) + k * (sizeof(int64_t[LARK_MAX_DIMS]) + sizeof(lark_node *) +
+                                         sizeof(lark_tensor *) + sizeof(int) + sizeof(lark_dtype) + sizeof(bool));
+  lark_node *n = calloc(1, size);
   if (!n) return NULL; /* the op still succeeds; its output simply has no history */
+  char *p = (char *)(n + 1);
+  n->in_shape = (int64_t(*)[LARK_MAX_DIMS])p, p += k * sizeof(int64_t[LARK_MAX_DIMS]);
+  n->next_node = (lark_node **)p, p += k * sizeof(lark_node *);
+  n->next_leaf = (lark_tensor **)p, p += k * sizeof(lark_tensor *);
+  n->in_ndim = (int *)p, p += k * sizeof(int);
+  n->in_dtype = (lark_dtype *)p, p += k * sizeof(lark_dtype);
+  n->needs_grad = (bool *)p;
   n->name = name;
   n->backward = fn;
   n->refcount = 1;
@@ -287,7 +298,12 @@ int lark_backward(lark_tensor *root, const lark_tensor *grad, bool retain_graph,
     n->grad_acc = NULL;
     for (int i = 0; i < ninputs; i++) /* autograd.grad of a non-leaf: its gradient is n's */
       if (inputs[i]->grad_fn == n && g) grads_out[i] = lark_tensor_retain(g);
-    lark_tensor *gin[LARK_NODE_MAX_INPUTS] = {0};
+    lark_tensor **gin = calloc((size_t)n->ninputs + 1, sizeof *gin);
+    if (!gin) {
+      lark_tensor_release(g);
+      rc = lark_set_error(LARK_ERR_NOMEM, "backward: out of memory");
+      break;
+    }
     if (g) {
       rc = n->backward(n, g, gin);
       if (rc && !lark_error_code()) rc = lark_set_error(rc, "backward: %s failed", n->name);
@@ -326,6 +342,7 @@ int lark_backward(lark_tensor *root, const lark_tensor *grad, bool retain_graph,
         lark_tensor_release(gi);
       }
     }
+    free(gin);
   }
 
 done:

@@ -25,7 +25,6 @@
 extern "C" {
 #endif
 
-#define LARK_NODE_MAX_INPUTS 4
 #define LARK_NODE_MAX_SAVED 4
 
 typedef struct lark_node lark_node;
@@ -40,12 +39,13 @@ struct lark_node {
   lark_backward_fn backward;
   int refcount;
   int ninputs;
-  bool needs_grad[LARK_NODE_MAX_INPUTS];
-  lark_node *next_node[LARK_NODE_MAX_INPUTS];   /* the input's grad_fn, or NULL */
-  lark_tensor *next_leaf[LARK_NODE_MAX_INPUTS]; /* the input itself when it is a leaf needing grad */
-  int in_ndim[LARK_NODE_MAX_INPUTS];
-  int64_t in_shape[LARK_NODE_MAX_INPUTS][LARK_MAX_DIMS];
-  lark_dtype in_dtype[LARK_NODE_MAX_INPUTS];
+  /* one entry per input, allocated with the node */
+  bool *needs_grad;
+  lark_node **next_node;   /* the input's grad_fn, or NULL */
+  lark_tensor **next_leaf; /* the input itself when it is a leaf needing grad */
+  int *in_ndim;
+  int64_t (*in_shape)[LARK_MAX_DIMS];
+  lark_dtype *in_dtype;
   int out_ndim;
   int64_t out_shape[LARK_MAX_DIMS];
   int nsaved;

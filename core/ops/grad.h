@@ -116,5 +116,14 @@ typedef enum {
 void lark_record_view(lark_view_kind kind, lark_tensor *out, const lark_tensor *in, int nargs, const int64_t *args);
 void lark_record_matmul(lark_tensor *out, const lark_tensor *a, const lark_tensor *b);
 void lark_record_reduce(lark_reduce_op op, lark_tensor *out, const lark_tensor *in, const lark_reduce_args *args);
+void lark_record_gather(lark_tensor *out, const lark_tensor *t, int dim, const lark_tensor *index);
+void lark_record_index_select(lark_tensor *out, const lark_tensor *t, int dim, const lark_tensor *index);
+void lark_record_masked_fill(lark_tensor *out, const lark_tensor *t, const lark_tensor *mask);
+/* values picked from t along dim at indices (max/min with a dim, sort, topk); squeezed: the dim
+ * was dropped from values and indices (keepdim false) */
+void lark_record_pick(const char *name, lark_tensor *values, const lark_tensor *t, int dim, bool squeezed,
+                      const lark_tensor *indices);
+void lark_record_cumsum(lark_tensor *out, const lark_tensor *t, int dim);
+void lark_record_cat(lark_tensor *out, int n, lark_tensor *const *ts, int dim);
 
 #endif

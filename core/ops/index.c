@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../backend.h"
+#include "grad.h"
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -150,7 +151,7 @@ static void cpu_index_select(lark_tensor *out, const lark_tensor *t, int dim, co
   }
 }
 
-lark_tensor *lark_index_select(const lark_tensor *t, int dim, const lark_tensor *index) {
+static lark_tensor *index_select_impl(const lark_tensor *t, int dim, const lark_tensor *index) {
   const char *op = "index_select";
   const lark_tensor *ts[2] = {t, index};
   static const char *const names[2] = {"the input", "the index"};
@@ -187,6 +188,13 @@ lark_tensor *lark_index_select(const lark_tensor *t, int dim, const lark_tensor 
   lark_tensor_release(ic);
   lark_tensor_release(t1);
   lark_tensor_release(o1);
+  return out;
+}
+
+lark_tensor *lark_index_select(const lark_tensor *t, int dim, const lark_tensor *index) {
+  lark_tensor *out;
+  LARK_NO_GRAD(out = index_select_impl(t, dim, index));
+  if (out && t->requires_grad) lark_record_index_select(out, t, lark_wrap_dim("index_select", dim, t->ndim), index);
   return out;
 }
 
@@ -251,7 +259,7 @@ static int check_index_shape(const char *op, const lark_tensor *t, int dim, cons
   return 0;
 }
 
-lark_tensor *lark_gather(const lark_tensor *t, int dim, const lark_tensor *index) {
+static lark_tensor *gather_impl(const lark_tensor *t, int dim, const lark_tensor *index) {
   const char *op = "gather";
   const lark_tensor *ts[2] = {t, index};
   static const char *const names[2] = {"the input", "the index"};
@@ -275,6 +283,13 @@ lark_tensor *lark_gather(const lark_tensor *t, int dim, const lark_tensor *index
   lark_tensor_release(t1);
   lark_tensor_release(i1);
   lark_tensor_release(o1);
+  return out;
+}
+
+lark_tensor *lark_gather(const lark_tensor *t, int dim, const lark_tensor *index) {
+  lark_tensor *out;
+  LARK_NO_GRAD(out = gather_impl(t, dim, index));
+  if (out && t->requires_grad) lark_record_gather(out, t, lark_wrap_dim("gather", dim, t->ndim), index);
   return out;
 }
 
@@ -445,7 +460,7 @@ int lark_masked_fill_(lark_tensor *t, const lark_tensor *mask, double value) {
   return rc;
 }
 
-lark_tensor *lark_masked_fill(const lark_tensor *t, const lark_tensor *mask, double value) {
+static lark_tensor *masked_fill_impl(const lark_tensor *t, const lark_tensor *mask, double value) {
   const char *op = "masked_fill";
   const lark_tensor *ts[2] = {t, mask};
   static const char *const names[2] = {"the tensor", "the mask"};
@@ -464,6 +479,13 @@ lark_tensor *lark_masked_fill(const lark_tensor *t, const lark_tensor *mask, dou
     lark_tensor_release(out);
     return NULL;
   }
+  return out;
+}
+
+lark_tensor *lark_masked_fill(const lark_tensor *t, const lark_tensor *mask, double value) {
+  lark_tensor *out;
+  LARK_NO_GRAD(out = masked_fill_impl(t, mask, value));
+  if (out && t->requires_grad) lark_record_masked_fill(out, t, mask);
   return out;
 }
 

@@ -860,16 +860,42 @@ static int minmax_index(lark_reduce_op op, const char *name, const lark_tensor *
   return 0;
 }
 
-int lark_max_dim(const lark_tensor *t, int dim, bool keepdim, lark_tensor **values, lark_tensor **indices) {
+static int max_dim_impl(const lark_tensor *t, int dim, bool keepdim, lark_tensor **values, lark_tensor **indices) {
   if (!values) return lark_set_error(LARK_ERR_ARG, "max: the values pointer is NULL");
   if (dim == LARK_ALL_DIMS) return lark_set_error(LARK_ERR_ARG, "max: expected a dim (use lark_reduce for the max of every element)");
   return minmax_index(LARK_RED_MAX, "max", t, dim, keepdim, values, indices);
 }
 
-int lark_min_dim(const lark_tensor *t, int dim, bool keepdim, lark_tensor **values, lark_tensor **indices) {
+int lark_max_dim(const lark_tensor *t, int dim, bool keepdim, lark_tensor **values, lark_tensor **indices) {
+  bool want = t->requires_grad && lark_grad_enabled();
+  lark_tensor *own = NULL;
+  int rc;
+  LARK_NO_GRAD(rc = max_dim_impl(t, dim, keepdim, values, indices ? indices : (want ? &own : NULL)));
+  if (!rc && want && values && *values) {
+    if (t->ndim == 0) lark_record_view(LARK_VIEW_COPY, *values, t, 0, NULL);
+    else lark_record_pick("max", *values, t, lark_wrap_dim("max", dim, t->ndim), !keepdim, indices ? *indices : own);
+  }
+  lark_tensor_release(own);
+  return rc;
+}
+
+static int min_dim_impl(const lark_tensor *t, int dim, bool keepdim, lark_tensor **values, lark_tensor **indices) {
   if (!values) return lark_set_error(LARK_ERR_ARG, "min: the values pointer is NULL");
   if (dim == LARK_ALL_DIMS) return lark_set_error(LARK_ERR_ARG, "min: expected a dim (use lark_reduce for the min of every element)");
   return minmax_index(LARK_RED_MIN, "min", t, dim, keepdim, values, indices);
+}
+
+int lark_min_dim(const lark_tensor *t, int dim, bool keepdim, lark_tensor **values, lark_tensor **indices) {
+  bool want = t->requires_grad && lark_grad_enabled();
+  lark_tensor *own = NULL;
+  int rc;
+  LARK_NO_GRAD(rc = min_dim_impl(t, dim, keepdim, values, indices ? indices : (want ? &own : NULL)));
+  if (!rc && want && values && *values) {
+    if (t->ndim == 0) lark_record_view(LARK_VIEW_COPY, *values, t, 0, NULL);
+    else lark_record_pick("min", *values, t, lark_wrap_dim("min", dim, t->ndim), !keepdim, indices ? *indices : own);
+  }
+  lark_tensor_release(own);
+  return rc;
 }
 
 lark_tensor *lark_argmax(const lark_tensor *t, int dim, bool keepdim) {

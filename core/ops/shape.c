@@ -9,12 +9,13 @@
 #include <string.h>
 
 #include "../backend.h"
+#include "grad.h"
 
 /* PyTorch's legacy rule: a 1-D tensor of size 0 may be concatenated with tensors of any rank and
  * is skipped (old code used torch.Tensor() as the "nothing yet" start of a cat loop). */
 static bool cat_skipped(const lark_tensor *t) { return t->ndim == 1 && t->shape[0] == 0; }
 
-lark_tensor *lark_cat(int n, lark_tensor *const *ts, int dim) {
+static lark_tensor *cat_impl(int n, lark_tensor *const *ts, int dim) {
   char a[256], b[256];
   if (n <= 0 || !ts) {
     lark_set_error(LARK_ERR_ARG, "cat: expected a non-empty list of tensors");
@@ -95,6 +96,15 @@ lark_tensor *lark_cat(int n, lark_tensor *const *ts, int dim) {
     }
     at += len;
   }
+  return out;
+}
+
+lark_tensor *lark_cat(int n, lark_tensor *const *ts, int dim) {
+  lark_tensor *out;
+  LARK_NO_GRAD(out = cat_impl(n, ts, dim));
+  bool any = false;
+  for (int i = 0; out && i < n; i++) any = any || ts[i]->requires_grad;
+  if (any) lark_record_cat(out, n, ts, dim);
   return out;
 }
 

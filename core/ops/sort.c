@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../backend.h"
+#include "grad.h"
 
 
 /* A 0-d tensor as a 1-D view of one element; else t retained. */
@@ -212,15 +213,42 @@ static int sort_front(const char *op, const lark_tensor *t, int64_t k, int dim, 
   return 0;
 }
 
-int lark_sort(const lark_tensor *t, int dim, bool descending, lark_tensor **values, lark_tensor **indices) {
+static int sort_impl(const lark_tensor *t, int dim, bool descending, lark_tensor **values, lark_tensor **indices) {
   int d = lark_wrap_dim("sort", dim, t->ndim);
   if (d < 0) return lark_error_code();
   return sort_front("sort", t, t->ndim ? t->shape[d] : 1, d, descending, true, values, indices);
 }
 
-int lark_topk(const lark_tensor *t, int64_t k, int dim, bool largest, bool sorted, lark_tensor **values,
+int lark_sort(const lark_tensor *t, int dim, bool descending, lark_tensor **values, lark_tensor **indices) {
+  bool want = t->requires_grad && lark_grad_enabled();
+  lark_tensor *own = NULL;
+  int rc;
+  LARK_NO_GRAD(rc = sort_impl(t, dim, descending, values, indices ? indices : (want ? &own : NULL)));
+  if (!rc && want && values && *values) {
+    if (t->ndim == 0) lark_record_view(LARK_VIEW_COPY, *values, t, 0, NULL);
+    else lark_record_pick("sort", *values, t, lark_wrap_dim("sort", dim, t->ndim), false, indices ? *indices : own);
+  }
+  lark_tensor_release(own);
+  return rc;
+}
+
+static int topk_impl(const lark_tensor *t, int64_t k, int dim, bool largest, bool sorted, lark_tensor **values,
               lark_tensor **indices) {
   return sort_front("topk", t, k, dim, largest, sorted, values, indices);
+}
+
+int lark_topk(const lark_tensor *t, int64_t k, int dim, bool largest, bool sorted, lark_tensor **values,
+              lark_tensor **indices) {
+  bool want = t->requires_grad && lark_grad_enabled();
+  lark_tensor *own = NULL;
+  int rc;
+  LARK_NO_GRAD(rc = topk_impl(t, k, dim, largest, sorted, values, indices ? indices : (want ? &own : NULL)));
+  if (!rc && want && values && *values) {
+    if (t->ndim == 0) lark_record_view(LARK_VIEW_COPY, *values, t, 0, NULL);
+    else lark_record_pick("topk", *values, t, lark_wrap_dim("topk", dim, t->ndim), false, indices ? *indices : own);
+  }
+  lark_tensor_release(own);
+  return rc;
 }
 
 /* ---- cumsum --------------------------------------------------------------------------------- */
@@ -269,7 +297,7 @@ static void cpu_cumsum(lark_tensor *out, const lark_tensor *t, int dim) {
   }
 }
 
-lark_tensor *lark_cumsum(const lark_tensor *t, int dim) {
+static lark_tensor *cumsum_impl(const lark_tensor *t, int dim) {
   if ((dim = lark_wrap_dim("cumsum", dim, t->ndim)) < 0) return NULL;
   lark_device dev = lark_tensor_device(t);
   if (dev.kind != LARK_CPU) {
@@ -287,5 +315,12 @@ lark_tensor *lark_cumsum(const lark_tensor *t, int dim) {
   }
   lark_tensor_release(t1);
   lark_tensor_release(o1);
+  return out;
+}
+
+lark_tensor *lark_cumsum(const lark_tensor *t, int dim) {
+  lark_tensor *out;
+  LARK_NO_GRAD(out = cumsum_impl(t, dim));
+  if (out && t->requires_grad) lark_record_cumsum(out, t, lark_wrap_dim("cumsum", dim, t->ndim));
   return out;
 }
