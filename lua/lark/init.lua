@@ -267,6 +267,22 @@ lark.tostring = tensor_tostring
 -- Library tables ---------------------------------------------------------------------------------
 
 lark.autograd = require "lark.autograd"
+
+-- Factories take `requires_grad = true` in their options table, as in PyTorch:
+-- lark.zeros(3, 4, {requires_grad = true}), lark.tensor({1, 2}, {dtype = "float64", requires_grad = true}).
+for _, name in ipairs{"tensor", "zeros", "ones", "full", "empty", "rand", "randn", "arange", "range", "linspace",
+                      "eye", "zeros_like", "ones_like", "full_like", "empty_like"} do
+  local make = lark[name]
+  if make then
+    lark[name] = function(...)
+      local t = make(...)
+      local n = select("#", ...)
+      local opts = n > 0 and select(n, ...) or nil
+      if type(opts) == "table" and rawget(opts, "requires_grad") then t.requires_grad = true end
+      return t
+    end
+  end
+end
 lark.no_grad = lark.autograd.no_grad
 lark.enable_grad = lark.autograd.enable_grad
 
