@@ -279,6 +279,9 @@ int luaopen_lark_core(lua_State *L) {
   lb_register_random(L, mod, methods);
   lb_register_cuda(L, mod, methods);
   lb_register_autograd(L, mod, methods);
+  lb_register_nn(L, mod, methods);
+  lb_register_conv(L, mod, methods);
+  lb_register_dwconv(L, mod, methods);
 
   static const luaL_Reg misc[] = {{"bytes_allocated", l_bytes_allocated}, {"clock", l_clock},
                                   {"memcpy_bandwidth", l_memcpy_bandwidth}, {NULL, NULL}};

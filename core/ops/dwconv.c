@@ -1,0 +1,777 @@
+/* dwconv.c: the depth-wise 2-D convolution (groups == channels, multiplier 1), NCHW, float32 and
+ * float64, on the CPU: forward, gradient of the input and gradient of the weight.
+ *
+ * Three layers:
+ *   - front functions validate (shapes, dtypes, devices, parameters), make the operands
+ *     contiguous, allocate the result and pick a path;
+ *   - the reference loops (`*_reference`), plain and serial, kept forever: every fast path is
+ *     tested against them;
+ *   - the fast paths. Stride 1 and dilation 1 (RepLKNet, SLaK) run a direct convolution (no
+ *     im2col) built on one plane kernel, corr_plane:
+ *         out[oh][ow] = bias + sum_{i,j} w[i][j] * src[oh + i - pt][ow + j - pl]   (src 0 outside)
+ *     The forward pass is corr_plane itself; the input gradient is corr_plane of grad_out with the
+ *     flipped kernel and the complementary padding (kh-1-pt, kw-1-pl). The weight gradient is a
+ *     dot product per (channel, tap) over the batch and the plane. Other strides and dilations take
+ *     a simpler loop (still threaded, still skipping the padding).
+ *
+ * corr_plane copies the source plane into a zero-bordered buffer so that the inner loops need no
+ * bounds tests, then walks output tiles of R rows x V vectors (the accumulators stay in registers):
+ * for each source row y the tile touches and each kernel column j, it loads V vectors of the row
+ * once and multiplies them by the R weights w[y - oh - r][j] (one per output row r of the tile), so
+ * each load and each broadcast feeds several FMAs. Kernel rows that fall in the padding are skipped
+ * per tile (only real source rows are visited); kernel columns per vector (a tile's j range is cut
+ * into segments, each running on the vectors that meet real columns for those j). The weight rows
+ * are padded with zero rows so that an output row of the tile for which w[y - oh - r] is outside
+ * the kernel adds zeros rather than needing a branch.
+ *
+ * The weight gradient runs the same kind of tile over (kernel rows x kernel columns): one loaded
+ * vector of the input row serves several kernel rows, one vector of grad_out several columns.
+ *
+ * The vectors are GCC vector extensions (8 floats or 4 doubles = one AVX2 register); -march=native
+ * turns `acc += w * x` into vfmadd (GNU C contracts a*b+c), and on a machine without AVX2 the
+ * compiler splits them into what it has, so there is no separate scalar fallback to keep in sync.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backend.h"
+#include "dwconv.h"
+
+/* ---- parameters and validation -------------------------------------------------------------- */
+
+static int check_params(const char *op, const lark_conv2d_params *p) {
+  if (!p) return lark_set_error(LARK_ERR_ARG, "%s: params is NULL", op);
+  if (p->kh < 1 || p->kw < 1 || p->kh > 65536 || p->kw > 65536)
+    return lark_set_error(LARK_ERR_ARG, "%s: kernel size must be positive, got %dx%d", op, p->kh, p->kw);
+  if (p->stride_h < 1 || p->stride_w < 1)
+    return lark_set_error(LARK_ERR_ARG, "%s: stride must be positive, got (%d, %d)", op, p->stride_h, p->stride_w);
+  if (p->dil_h < 1 || p->dil_w < 1)
+    return lark_set_error(LARK_ERR_ARG, "%s: dilation must be positive, got (%d, %d)", op, p->dil_h, p->dil_w);
+  if (p->pad_top < 0 || p->pad_bottom < 0 || p->pad_left < 0 || p->pad_right < 0)
+    return lark_set_error(LARK_ERR_ARG, "%s: padding must be non-negative, got (top %d, bottom %d, left %d, right %d)",
+                          op, p->pad_top, p->pad_bottom, p->pad_left, p->pad_right);
+  return 0;
+}
+
+int lark_conv2d_output_size(const char *op, int64_t h, int64_t w, const lark_conv2d_params *p, int64_t *ho,
+                            int64_t *wo) {
+  *ho = *wo = -1;
+  int rc = check_params(op, p);
+  if (rc) return rc;
+  int64_t eh = (int64_t)p->dil_h * (p->kh - 1) + 1, ew = (int64_t)p->dil_w * (p->kw - 1) + 1; /* dilated kernel */
+  int64_t ph = h + p->pad_top + p->pad_bottom, pw = w + p->pad_left + p->pad_right;
+  if (ph < eh || pw < ew)
+    return lark_set_error(LARK_ERR_SHAPE,
+                          "%s: the padded input (%lldx%lld) is smaller than the dilated kernel (%lldx%lld)", op,
+                          (long long)ph, (long long)pw, (long long)eh, (long long)ew);
+  *ho = (ph - eh) / p->stride_h + 1;
+  *wo = (pw - ew) / p->stride_w + 1;
+  return 0;
+}
+
+/* A float tensor of ndim dims on the CPU that still has its storage. */
+static int check_tensor(const char *op, const lark_tensor *t, const char *name, int ndim) {
+  if (!t) return lark_set_error(LARK_ERR_ARG, "%s: %s is NULL", op, name);
+  int rc = lark_check_alive(op, t, name);
+  if (rc) return rc;
+  if (t->dtype != LARK_FLOAT32 && t->dtype != LARK_FLOAT64)
+    return lark_set_error(LARK_ERR_DTYPE, "%s: %s must be float32 or float64, got %s", op, name,
+                          lark_dtype_name(t->dtype));
+  if (t->ndim != ndim) {
+    char buf[128];
+    return lark_set_error(LARK_ERR_SHAPE, "%s: %s must be %d-D, got shape %s", op, name, ndim,
+                          lark_shape_str(t->ndim, t->shape, buf, sizeof buf));
+  }
+  lark_device dev = lark_tensor_device(t);
+  if (dev.kind != LARK_CPU) return lark_backend_missing(op, dev);
+  return 0;
+}
+
+static int check_same_dtype(const char *op, const lark_tensor *a, const char *an, const lark_tensor *b,
+                            const char *bn) {
+  if (a->dtype != b->dtype)
+    return lark_set_error(LARK_ERR_DTYPE, "%s: %s (%s) and %s (%s) must have the same dtype", op, an,
+                          lark_dtype_name(a->dtype), bn, lark_dtype_name(b->dtype));
+  return 0;
+}
+
+/* weight must be (C, 1, kh, kw). */
+static int check_weight(const char *op, const lark_tensor *weight, int64_t c, const lark_conv2d_params *p) {
+  int rc = check_tensor(op, weight, "weight", 4);
+  if (rc) return rc;
+  if (weight->shape[0] != c || weight->shape[1] != 1 || weight->shape[2] != p->kh || weight->shape[3] != p->kw) {
+    char buf[128];
+    return lark_set_error(LARK_ERR_SHAPE, "%s: weight must have shape [%lld,1,%d,%d], got %s", op, (long long)c,
+                          p->kh, p->kw, lark_shape_str(weight->ndim, weight->shape, buf, sizeof buf));
+  }
+  return 0;
+}
+
+/* ---- the reference loops -------------------------------------------------------------------- */
+
+/* Geometry every kernel shares: batch, channels, input map, output map, parameters. */
+typedef struct {
+  int64_t n, c, h, w, ho, wo;
+  int kh, kw, sh, sw, pt, pl, dh, dw;
+} geom;
+
+static geom make_geom(int64_t n, int64_t c, int64_t h, int64_t w, int64_t ho, int64_t wo, const lark_conv2d_params *p) {
+  return (geom){n, c, h, w, ho, wo, p->kh, p->kw, p->stride_h, p->stride_w, p->pad_top, p->pad_left, p->dil_h, p->dil_w};
+}
+
+#define DEFINE_REFERENCE(T)                                                                                   \
+  /* x (N,C,H,W), w (C,kh,kw), b (C) or NULL -> y (N,C,Ho,Wo) */                                              \
+  static void ref_forward_##T(const geom *g, const T *x, const T *wt, const T *b, T *y) {                    \
+    for (int64_t n = 0; n < g->n; n++)                                                                        \
+      for (int64_t c = 0; c < g->c; c++)                                                                      \
+        for (int64_t oh = 0; oh < g->ho; oh++)                                                                \
+          for (int64_t ow = 0; ow < g->wo; ow++) {                                                            \
+            T s = b ? b[c] : 0;                                                                               \
+            for (int i = 0; i < g->kh; i++)                                                                   \
+              for (int j = 0; j < g->kw; j++) {                                                               \
+                int64_t iy = oh * g->sh - g->pt + (int64_t)i * g->dh, ix = ow * g->sw - g->pl + (int64_t)j * g->dw; \
+                if (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w)                                             \
+                  s += wt[(c * g->kh + i) * g->kw + j] * x[((n * g->c + c) * g->h + iy) * g->w + ix];          \
+              }                                                                                               \
+            y[((n * g->c + c) * g->ho + oh) * g->wo + ow] = s;                                                \
+          }                                                                                                   \
+  }                                                                                                           \
+  /* gy (N,C,Ho,Wo), w (C,kh,kw) -> gx (N,C,H,W), zeroed by the caller */                                     \
+  static void ref_backward_input_##T(const geom *g, const T *gy, const T *wt, T *gx) {                       \
+    for (int64_t n = 0; n < g->n; n++)                                                                        \
+      for (int64_t c = 0; c < g->c; c++)                                                                      \
+        for (int64_t oh = 0; oh < g->ho; oh++)                                                                \
+          for (int64_t ow = 0; ow < g->wo; ow++)                                                              \
+            for (int i = 0; i < g->kh; i++)                                                                   \
+              for (int j = 0; j < g->kw; j++) {                                                               \
+                int64_t iy = oh * g->sh - g->pt + (int64_t)i * g->dh, ix = ow * g->sw - g->pl + (int64_t)j * g->dw; \
+                if (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w)                                             \
+                  gx[((n * g->c + c) * g->h + iy) * g->w + ix] +=                                             \
+                      wt[(c * g->kh + i) * g->kw + j] * gy[((n * g->c + c) * g->ho + oh) * g->wo + ow];        \
+              }                                                                                               \
+  }                                                                                                           \
+  /* gy (N,C,Ho,Wo), x (N,C,H,W) -> gw (C,kh,kw) */                                                           \
+  static void ref_backward_weight_##T(const geom *g, const T *gy, const T *x, T *gw) {                       \
+    for (int64_t c = 0; c < g->c; c++)                                                                        \
+      for (int i = 0; i < g->kh; i++)                                                                         \
+        for (int j = 0; j < g->kw; j++) {                                                                     \
+          T s = 0;                                                                                            \
+          for (int64_t n = 0; n < g->n; n++)                                                                  \
+            for (int64_t oh = 0; oh < g->ho; oh++)                                                            \
+              for (int64_t ow = 0; ow < g->wo; ow++) {                                                        \
+                int64_t iy = oh * g->sh - g->pt + (int64_t)i * g->dh, ix = ow * g->sw - g->pl + (int64_t)j * g->dw; \
+                if (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w)                                             \
+                  s += gy[((n * g->c + c) * g->ho + oh) * g->wo + ow] * x[((n * g->c + c) * g->h + iy) * g->w + ix]; \
+              }                                                                                               \
+          gw[(c * g->kh + i) * g->kw + j] = s;                                                                \
+        }                                                                                                     \
+  }
+
+DEFINE_REFERENCE(float)
+DEFINE_REFERENCE(double)
+
+/* ---- small helpers -------------------------------------------------------------------------- */
+
+static inline int64_t imax64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t imin64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+/* First k >= 0 with lo <= base + k*step, for step > 0 (the first tap inside the map). */
+static inline int64_t first_at_least(int64_t base, int64_t step, int64_t lo) {
+  return base >= lo ? 0 : (lo - base + step - 1) / step;
+}
+
+/* Work across planes is worth threads when there is more than a few microseconds of it. */
+static bool worth_threads(int64_t planes, int64_t flops_per_plane) { return planes > 1 && planes * flops_per_plane > LARK_PARALLEL_GRAIN; }
+
+/* ---- the general path (any stride and dilation): plain loops over valid taps, per plane --------- */
+
+#define DEFINE_GENERAL(T)                                                                                     \
+  static void gen_forward_##T(const geom *g, const T *x, const T *wt, const T *b, T *y) {                    \
+    int64_t planes = g->n * g->c;                                                                             \
+    _Pragma("omp parallel for schedule(dynamic, 1) if (worth_threads(planes, g->ho * g->wo * g->kh * g->kw))") \
+    for (int64_t pl_ = 0; pl_ < planes; pl_++) {                                                              \
+      int64_t c = pl_ % g->c;                                                                                 \
+      const T *xp = x + pl_ * g->h * g->w, *wp = wt + c * g->kh * g->kw;                                     \
+      T *yp = y + pl_ * g->ho * g->wo;                                                                        \
+      for (int64_t oh = 0; oh < g->ho; oh++) {                                                                \
+        int64_t by = oh * g->sh - g->pt;                                                                      \
+        int64_t i0 = first_at_least(by, g->dh, 0), i1 = imin64(g->kh, first_at_least(by, g->dh, g->h));      \
+        for (int64_t ow = 0; ow < g->wo; ow++) {                                                              \
+          int64_t bx = ow * g->sw - g->pl;                                                                    \
+          int64_t j0 = first_at_least(bx, g->dw, 0), j1 = imin64(g->kw, first_at_least(bx, g->dw, g->w));    \
+          T s = b ? b[c] : 0;                                                                                 \
+          for (int64_t i = i0; i < i1; i++)                                                                   \
+            for (int64_t j = j0; j < j1; j++) s += wp[i * g->kw + j] * xp[(by + i * g->dh) * g->w + bx + j * g->dw]; \
+          yp[oh * g->wo + ow] = s;                                                                            \
+        }                                                                                                     \
+      }                                                                                                       \
+    }                                                                                                         \
+  }                                                                                                           \
+  /* gx zeroed by the caller; each plane belongs to one thread, so the scatter is race-free */               \
+  static void gen_backward_input_##T(const geom *g, const T *gy, const T *wt, T *gx) {                       \
+    int64_t planes = g->n * g->c;                                                                             \
+    _Pragma("omp parallel for schedule(dynamic, 1) if (worth_threads(planes, g->ho * g->wo * g->kh * g->kw))") \
+    for (int64_t pl_ = 0; pl_ < planes; pl_++) {                                                              \
+      int64_t c = pl_ % g->c;                                                                                 \
+      const T *gp = gy + pl_ * g->ho * g->wo, *wp = wt + c * g->kh * g->kw;                                  \
+      T *xp = gx + pl_ * g->h * g->w;                                                                         \
+      for (int64_t oh = 0; oh < g->ho; oh++) {                                                                \
+        int64_t by = oh * g->sh - g->pt;                                                                      \
+        int64_t i0 = first_at_least(by, g->dh, 0), i1 = imin64(g->kh, first_at_least(by, g->dh, g->h));      \
+        for (int64_t ow = 0; ow < g->wo; ow++) {                                                              \
+          int64_t bx = ow * g->sw - g->pl;                                                                    \
+          int64_t j0 = first_at_least(bx, g->dw, 0), j1 = imin64(g->kw, first_at_least(bx, g->dw, g->w));    \
+          T v = gp[oh * g->wo + ow];                                                                          \
+          for (int64_t i = i0; i < i1; i++)                                                                   \
+            for (int64_t j = j0; j < j1; j++) xp[(by + i * g->dh) * g->w + bx + j * g->dw] += v * wp[i * g->kw + j]; \
+        }                                                                                                     \
+      }                                                                                                       \
+    }                                                                                                         \
+  }                                                                                                           \
+  /* one channel per thread, the batch summed in order: the result does not depend on the threads */        \
+  static void gen_backward_weight_##T(const geom *g, const T *gy, const T *x, T *gw) {                       \
+    _Pragma("omp parallel for schedule(dynamic, 1) if (worth_threads(g->c, g->n * g->ho * g->wo * g->kh * g->kw))") \
+    for (int64_t c = 0; c < g->c; c++) {                                                                      \
+      T *wp = gw + c * g->kh * g->kw;                                                                         \
+      for (int64_t t = 0; t < (int64_t)g->kh * g->kw; t++) wp[t] = 0;                                        \
+      for (int64_t n = 0; n < g->n; n++) {                                                                    \
+        const T *gp = gy + (n * g->c + c) * g->ho * g->wo, *xp = x + (n * g->c + c) * g->h * g->w;           \
+        for (int64_t oh = 0; oh < g->ho; oh++) {                                                              \
+          int64_t by = oh * g->sh - g->pt;                                                                    \
+          int64_t i0 = first_at_least(by, g->dh, 0), i1 = imin64(g->kh, first_at_least(by, g->dh, g->h));    \
+          for (int64_t ow = 0; ow < g->wo; ow++) {                                                            \
+            int64_t bx = ow * g->sw - g->pl;                                                                  \
+            int64_t j0 = first_at_least(bx, g->dw, 0), j1 = imin64(g->kw, first_at_least(bx, g->dw, g->w));  \
+            T v = gp[oh * g->wo + ow];                                                                        \
+            for (int64_t i = i0; i < i1; i++)                                                                 \
+              for (int64_t j = j0; j < j1; j++) wp[i * g->kw + j] += v * xp[(by + i * g->dh) * g->w + bx + j * g->dw]; \
+          }                                                                                                   \
+        }                                                                                                     \
+      }                                                                                                       \
+    }                                                                                                         \
+  }
+
+DEFINE_GENERAL(float)
+DEFINE_GENERAL(double)
+
+/* ---- the fast path: stride 1, dilation 1 ------------------------------------------------------ */
+
+/* One vector register: 8 floats or 4 doubles (AVX2). The _u types are the unaligned, aliasing
+ * versions used for loads and stores from plain arrays. */
+typedef float vfloat __attribute__((vector_size(32)));
+typedef double vdouble __attribute__((vector_size(32)));
+typedef float vfloat_u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef double vdouble_u __attribute__((vector_size(32), aligned(8), may_alias));
+#define VW_float 8
+#define VW_double 4
+
+/* KEEP_IN_REGISTER(v): GCC otherwise folds a vector load into every FMA that uses it (vfmadd
+ * ymm, ymm, mem), turning one load shared by R FMAs into R loads, and the kernels become bound by
+ * the load ports. An empty asm that "modifies" the register pins the loaded value there. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__AVX__)
+#define KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
+#else
+#define KEEP_IN_REGISTER(v) ((void)0)
+#endif
+
+#define MAX_R 4 /* output rows per tile */
+#define MAX_V 4 /* vectors per tile row */
+
+/* corr_tile: one tile of R output rows x V vectors of corr_plane, accumulated into `tile`.
+ *   P    (rows, ldp) the zero-bordered source, P[y][x] = src[y - pt][x - pl]; column ow0 + j + k is
+ *        read for j in [j0, j1), k < V*VW, rows y in [y0, y1)
+ *   wz   the kernel rows, with rows -(R-1) .. -1 and kh .. kh+R-2 zero: wz + i*kw for those i
+ *   tile (R, TILE_LD) the partial sums of the tile's output rows, V vectors read and written back
+ * Output row r of the tile is output row oh0 + r; source row y meets kernel row y - oh0 - r. */
+#define TILE_LD (MAX_V * 8) /* elements per row of a tile buffer (8 floats or 4 doubles per vector) */
+#define DEFINE_TILE(T, R, V)                                                                                  \
+  static void corr_tile_##T##_##R##_##V(const T *restrict P, int64_t ldp, int64_t y0, int64_t y1, int64_t oh0, \
+                                        const T *restrict wz, int kw, int64_t j0, int64_t j1, int64_t ow0,     \
+                                        T *restrict dst, int64_t ldd, bool from_bias, T bias) {               \
+    v##T acc[R][V];                                                                                           \
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                                       \
+    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                                                       \
+      acc[r][v] = from_bias ? (v##T){0} + bias : (v##T) * (v##T##_u *)(dst + r * ldd + v * VW_##T);         \
+    for (int64_t y = y0; y < y1; y++) {                                                                       \
+      const T *prow = P + y * ldp + ow0;                                                                      \
+      const T *wrow[R];                                                                                       \
+      _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) wrow[r] = wz + (y - oh0 - r) * kw;                  \
+      for (int64_t j = j0; j < j1; j++) {                                                                     \
+        v##T xv[V];                                                                                           \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {                                                 \
+          xv[v] = *(const v##T##_u *)(prow + j + v * VW_##T);                                                 \
+          KEEP_IN_REGISTER(xv[v]);                                                                            \
+        }                                                                                                     \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                                 \
+          T wv = wrow[r][j];                                                                                  \
+          _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[r][v] += wv * xv[v];                        \
+        }                                                                                                     \
+      }                                                                                                       \
+    }                                                                                                         \
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                                       \
+    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) *(v##T##_u *)(dst + r * ldd + v * VW_##T) = acc[r][v]; \
+  }
+
+#define DEFINE_TILES_R(T, R) DEFINE_TILE(T, R, 1) DEFINE_TILE(T, R, 2) DEFINE_TILE(T, R, 3) DEFINE_TILE(T, R, 4)
+#define DEFINE_TILES(T) DEFINE_TILES_R(T, 1) DEFINE_TILES_R(T, 2) DEFINE_TILES_R(T, 3) DEFINE_TILES_R(T, 4)
+
+typedef void (*corr_tile_float_fn)(const float *, int64_t, int64_t, int64_t, int64_t, const float *, int, int64_t,
+                                   int64_t, int64_t, float *, int64_t, bool, float);
+typedef void (*corr_tile_double_fn)(const double *, int64_t, int64_t, int64_t, int64_t, const double *, int, int64_t,
+                                    int64_t, int64_t, double *, int64_t, bool, double);
+DEFINE_TILES(float)
+DEFINE_TILES(double)
+#define TILE_TABLE(T)                                                                                         \
+  static const corr_tile_##T##_fn corr_tiles_##T[MAX_R][MAX_V] = {                                           \
+      {corr_tile_##T##_1_1, corr_tile_##T##_1_2, corr_tile_##T##_1_3, corr_tile_##T##_1_4},                   \
+      {corr_tile_##T##_2_1, corr_tile_##T##_2_2, corr_tile_##T##_2_3, corr_tile_##T##_2_4},                   \
+      {corr_tile_##T##_3_1, corr_tile_##T##_3_2, corr_tile_##T##_3_3, corr_tile_##T##_3_4},                   \
+      {corr_tile_##T##_4_1, corr_tile_##T##_4_2, corr_tile_##T##_4_3, corr_tile_##T##_4_4}};
+TILE_TABLE(float)
+TILE_TABLE(double)
+
+/* Output rows per tile for a kernel of kh rows: a tile visits kh + R - 1 source rows for R * kh
+ * useful ones, so short kernels take fewer rows. */
+static int tile_rows(int kh) {
+#ifdef __AVX512VL__
+  const int big = 4; /* 4 x 4 accumulators + 4 loaded vectors need the 32 registers of AVX-512VL */
+#else
+  const int big = 3; /* 12 accumulators fit AVX2's 16 registers */
+#endif
+  return kh >= 9 ? big : kh >= 2 ? 2 : 1;
+}
+
+/* Buffer sizes (in elements) of corr_plane for an output of (ho, wo) and a kernel (kh, kw). */
+static int64_t corr_ldp(int64_t wo, int kw, int vw) { return round_up(wo, (int64_t)vw * MAX_V) + kw + vw; }
+static int64_t corr_buf_elems(int64_t ho, int64_t wo, int kh, int kw, int vw) {
+  return (ho + kh) * corr_ldp(wo, kw, vw);
+}
+static int64_t corr_wz_elems(int kh, int kw) { return (int64_t)(kh + 2 * (MAX_R - 1)) * kw; }
+
+/* corr_plane: out (ho, wo) = bias + correlation of src (hs, ws) with w (kh, kw) (flipped in both
+ * dims when flip), src read as zero outside, offset by (pt, pl) (either may be negative: a crop).
+ * P (corr_buf_elems) and wzbuf (corr_wz_elems) are scratch, zeroed before the first plane.
+ *
+ * Columns: in an output block of V vectors, vector v (columns ow0 + v*VW ...) meets a real column
+ * for the kernel columns j in [a_v, b_v), and both bounds fall as v grows, so the j range of the
+ * block splits into at most 2V - 1 segments, each with a contiguous run of live vectors; each
+ * segment runs the tile kernel on just those vectors. Columns of the kernel that only meet the
+ * padding are skipped at a granularity of one vector (8 floats), not one block. */
+#define DEFINE_CORR_PLANE(T)                                                                                  \
+  static void corr_plane_##T(const T *src, int64_t hs, int64_t ws, const T *w, bool flip, int kh, int kw,     \
+                             int64_t pt, int64_t pl, T bias, T *out, int64_t ho, int64_t wo, T *P, T *wzbuf) { \
+    const int vw = VW_##T;                                                                                    \
+    const int R = tile_rows(kh);                                                                              \
+    int64_t ldp = corr_ldp(wo, kw, vw), rows = ho + kh - 1;                                                   \
+    /* source rows that exist: y in [y0, y1) of P */                                                          \
+    int64_t y0 = imax64(0, pt), y1 = imin64(rows, pt + hs);                                                   \
+    int64_t x0 = imax64(0, pl), x1 = imin64(ldp, pl + ws); /* real columns of P */                           \
+    /* P and wzbuf arrive zeroed (by the caller, once per thread): only the interior is written, \
+     * the same cells for every plane of the same geometry, so the borders stay zero */           \
+    for (int64_t y = y0; y < y1; y++) {                                                                       \
+      T *restrict prow = P + y * ldp + x0;                                                                    \
+      const T *restrict srow = src + (y - pt) * ws + (x0 - pl);                                               \
+      for (int64_t k = 0; k < x1 - x0; k++) prow[k] = srow[k];                                                \
+    }                                                                                                         \
+    T *wz = wzbuf + (int64_t)(R - 1) * kw;                                                                    \
+    for (int i = 0; i < kh; i++)                                                                              \
+      for (int j = 0; j < kw; j++) wz[i * kw + j] = flip ? w[(kh - 1 - i) * kw + (kw - 1 - j)] : w[i * kw + j]; \
+    int64_t nvec = (wo + vw - 1) / vw;                                                                        \
+    T tile[MAX_R * TILE_LD] __attribute__((aligned(32)));                                                     \
+    for (int64_t oh0 = 0; oh0 < ho; oh0 += R) {                                                               \
+      int64_t nr = imin64(R, ho - oh0);                                                                       \
+      int64_t ty0 = imax64(y0, oh0), ty1 = imin64(y1, oh0 + nr - 1 + kh);                                     \
+      for (int64_t v0 = 0; v0 < nvec; v0 += MAX_V) {                                                          \
+        int V = (int)imin64(MAX_V, nvec - v0);                                                                \
+        int64_t ow0 = v0 * vw;                                                                                \
+        int64_t ncols = imin64((int64_t)V * vw, wo - ow0);                                                    \
+        /* live kernel columns of each vector, and the segment bounds */                                     \
+        int64_t a[MAX_V], b[MAX_V], cut[2 * MAX_V];                                                           \
+        int ncut = 0;                                                                                         \
+        for (int v = 0; v < V; v++) {                                                                         \
+          a[v] = imax64(0, x0 - ow0 - v * vw - vw + 1);                                                       \
+          b[v] = imin64(kw, x1 - ow0 - v * vw);                                                               \
+          cut[ncut++] = a[v];                                                                                 \
+          cut[ncut++] = b[v];                                                                                 \
+        }                                                                                                     \
+        if (a[0] == a[V - 1] && b[0] == b[V - 1]) {                                                           \
+          /* one segment, every vector live for the same j (small kernels, inner blocks): one call, */       \
+          /* straight into the output when the tile is whole */                                              \
+          bool whole = nr == R && ncols == (int64_t)V * vw;                                                   \
+          int64_t je = ty1 > ty0 ? imax64(a[0], b[0]) : a[0];                                                 \
+          corr_tiles_##T[R - 1][V - 1](P, ldp, ty0, ty1, oh0, wz, kw, a[0], je, ow0,                          \
+                                       whole ? out + oh0 * wo + ow0 : tile, whole ? wo : TILE_LD, true, bias); \
+          if (whole) continue;                                                                                \
+          ncut = 0;                                                                                           \
+        } else {                                                                                              \
+          /* vector stores, as the tile kernel reads them (scalar stores would stall its loads) */          \
+          for (int r = 0; r < R; r++)                                                                         \
+            for (int v = 0; v < V; v++) *(v##T##_u *)(tile + r * TILE_LD + v * vw) = (v##T){0} + bias;       \
+        }                                                                                                     \
+        for (int s = 1; s < ncut; s++) /* insertion sort of at most 8 values */                              \
+          for (int q = s; q > 0 && cut[q - 1] > cut[q]; q--) {                                                \
+            int64_t t_ = cut[q];                                                                              \
+            cut[q] = cut[q - 1];                                                                              \
+            cut[q - 1] = t_;                                                                                  \
+          }                                                                                                   \
+        for (int s = 0; ty1 > ty0 && s + 1 < ncut; s++) {                                                     \
+          int64_t js = cut[s], je = cut[s + 1];                                                               \
+          if (js >= je) continue;                                                                             \
+          int vlo = 0;                                                                                        \
+          while (vlo < V && !(a[vlo] <= js && b[vlo] >= je)) vlo++;                                           \
+          int vhi = vlo;                                                                                      \
+          while (vhi < V && a[vhi] <= js && b[vhi] >= je) vhi++;                                              \
+          if (vhi == vlo) continue;                                                                           \
+          corr_tiles_##T[R - 1][vhi - vlo - 1](P, ldp, ty0, ty1, oh0, wz, kw, js, je, ow0 + vlo * vw, tile + vlo * vw, TILE_LD, false, bias); \
+        }                                                                                                     \
+        for (int64_t r = 0; r < nr; r++) memcpy(out + (oh0 + r) * wo + ow0, tile + r * TILE_LD, sizeof(T) * (size_t)ncols); \
+      }                                                                                                       \
+    }                                                                                                         \
+  }
+
+DEFINE_CORR_PLANE(float)
+DEFINE_CORR_PLANE(double)
+
+/* Forward and input gradient on every (n, c) plane, each thread with its own scratch. The input
+ * gradient is the correlation of grad_out with the flipped kernel, offset by (kh-1-pt, kw-1-pl).
+ * Returns 0 or LARK_ERR_NOMEM. */
+#define DEFINE_FAST_CORR(T)                                                                                   \
+  static int fast_corr_##T(const geom *g, bool backward, const T *src, const T *wt, const T *b, T *dst) {     \
+    int64_t planes = g->n * g->c;                                                                             \
+    int64_t hs = backward ? g->ho : g->h, ws = backward ? g->wo : g->w;                                       \
+    int64_t hd = backward ? g->h : g->ho, wd = backward ? g->w : g->wo;                                       \
+    int64_t pt = backward ? g->kh - 1 - g->pt : g->pt, pl = backward ? g->kw - 1 - g->pl : g->pl;             \
+    int failed = 0;                                                                                           \
+    _Pragma("omp parallel if (worth_threads(planes, hd * wd * g->kh * g->kw))")                               \
+    {                                                                                                         \
+      T *P = malloc(sizeof(T) * (size_t)corr_buf_elems(hd, wd, g->kh, g->kw, VW_##T));                        \
+      T *wz = malloc(sizeof(T) * (size_t)corr_wz_elems(g->kh, g->kw));                                        \
+      if (!P || !wz) {                                                                                        \
+        _Pragma("omp atomic write") failed = 1;                                                               \
+      } else {                                                                                                \
+        memset(P, 0, sizeof(T) * (size_t)corr_buf_elems(hd, wd, g->kh, g->kw, VW_##T));                      \
+        memset(wz, 0, sizeof(T) * (size_t)corr_wz_elems(g->kh, g->kw));                                       \
+        _Pragma("omp for schedule(static)") /* planes cost the same */                                       \
+        for (int64_t p_ = 0; p_ < planes; p_++) {                                                             \
+          int64_t c = p_ % g->c;                                                                              \
+          corr_plane_##T(src + p_ * hs * ws, hs, ws, wt + c * g->kh * g->kw, backward, g->kh, g->kw, pt, pl,   \
+                         b ? b[c] : (T)0, dst + p_ * hd * wd, hd, wd, P, wz);                                 \
+        }                                                                                                     \
+      }                                                                                                       \
+      free(P);                                                                                                \
+      free(wz);                                                                                               \
+    }                                                                                                         \
+    return failed ? LARK_ERR_NOMEM : 0;                                                                       \
+  }
+
+DEFINE_FAST_CORR(float)
+DEFINE_FAST_CORR(double)
+
+/* Weight gradient, stride 1, dilation 1. gw[c][i][j] = sum_n sum_{oh,ow} G[oh][ow] * P[oh+i][ow+j]
+ * with P the zero-bordered input plane and G the grad_out plane. A block of I kernel rows x J
+ * kernel columns walks the real rows y of P: row y meets G row y - i for kernel row i, so each
+ * step along ow loads J shifted vectors of P row y and I vectors of G (one per kernel row) for
+ * I*J FMAs. G has I-1 zero rows above and below, so a kernel row for which y - i falls outside
+ * the map adds zeros instead of needing a branch; only the columns where some tap of the block
+ * reads a real column are visited. One channel per thread, the batch summed in order, so the
+ * result does not depend on the number of threads. */
+#define MAX_I 4
+/* kernel rows per block: 4 x 4 accumulators + 4 loaded vectors need AVX-512VL's 32 registers */
+#ifdef __AVX512VL__
+#define DOT_ROWS 4
+#else
+#define DOT_ROWS 3
+#endif
+#define DEFINE_DOT_TILE(T, I, J)                                                                              \
+  static void dot_tile_##T##_##I##_##J(const T *restrict G, int64_t ldg, const T *restrict P, int64_t ldp,    \
+                                       int64_t y0, int64_t y1, int64_t i0, int64_t j0, int64_t ow0,           \
+                                       int64_t ow1, v##T *restrict accv, int64_t kw) {                        \
+    v##T acc[I][J];                                                                                           \
+    _Pragma("GCC unroll 4") for (int a = 0; a < I; a++)                                                       \
+    _Pragma("GCC unroll 4") for (int k = 0; k < J; k++) acc[a][k] = (v##T){0};                                \
+    for (int64_t y = y0; y < y1; y++) {                                                                       \
+      const T *prow = P + y * ldp + j0;                                                                       \
+      const T *grow[I];                                                                                       \
+      _Pragma("GCC unroll 4") for (int a = 0; a < I; a++) grow[a] = G + (y - i0 - a) * ldg;                   \
+      for (int64_t ow = ow0; ow < ow1; ow += VW_##T) {                                                        \
+        v##T pv[J];                                                                                           \
+        _Pragma("GCC unroll 4") for (int k = 0; k < J; k++) {                                                 \
+          pv[k] = *(const v##T##_u *)(prow + ow + k);                                                         \
+          KEEP_IN_REGISTER(pv[k]);                                                                            \
+        }                                                                                                     \
+        _Pragma("GCC unroll 4") for (int a = 0; a < I; a++) {                                                 \
+          v##T gv = *(const v##T##_u *)(grow[a] + ow);                                                        \
+          _Pragma("GCC unroll 4") for (int k = 0; k < J; k++) acc[a][k] += gv * pv[k];                        \
+        }                                                                                                     \
+      }                                                                                                       \
+    }                                                                                                         \
+    _Pragma("GCC unroll 4") for (int a = 0; a < I; a++)                                                       \
+    _Pragma("GCC unroll 4") for (int k = 0; k < J; k++) accv[(i0 + a) * kw + j0 + k] += acc[a][k];            \
+  }
+#define DEFINE_DOT_TILES_I(T, I) DEFINE_DOT_TILE(T, I, 1) DEFINE_DOT_TILE(T, I, 2) DEFINE_DOT_TILE(T, I, 4)
+#define DEFINE_DOT_TILES(T) DEFINE_DOT_TILES_I(T, 1) DEFINE_DOT_TILES_I(T, 2) DEFINE_DOT_TILES_I(T, 3) DEFINE_DOT_TILES_I(T, 4)
+DEFINE_DOT_TILES(float)
+DEFINE_DOT_TILES(double)
+typedef void (*dot_tile_float_fn)(const float *, int64_t, const float *, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                  int64_t, int64_t, vfloat *, int64_t);
+typedef void (*dot_tile_double_fn)(const double *, int64_t, const double *, int64_t, int64_t, int64_t, int64_t,
+                                   int64_t, int64_t, int64_t, vdouble *, int64_t);
+#define DOT_TABLE(T)                                                                                          \
+  static const dot_tile_##T##_fn dot_tiles_##T[MAX_I][3] = {                                                 \
+      {dot_tile_##T##_1_1, dot_tile_##T##_1_2, dot_tile_##T##_1_4},                                           \
+      {dot_tile_##T##_2_1, dot_tile_##T##_2_2, dot_tile_##T##_2_4},                                           \
+      {dot_tile_##T##_3_1, dot_tile_##T##_3_2, dot_tile_##T##_3_4},                                           \
+      {dot_tile_##T##_4_1, dot_tile_##T##_4_2, dot_tile_##T##_4_4}};
+DOT_TABLE(float)
+DOT_TABLE(double)
+
+#define DEFINE_FAST_WEIGHT(T)                                                                                 \
+  static int fast_weight_##T(const geom *g, const T *gy, const T *x, T *gw) {                                 \
+    const int vw = VW_##T;                                                                                    \
+    int64_t ldg = round_up(g->wo, vw), ldp = ldg + g->kw + vw, prow_n = g->ho + g->kh;                       \
+    int64_t grow_n = g->ho + 2 * (MAX_I - 1);                                                                 \
+    int64_t taps = (int64_t)g->kh * g->kw;                                                                    \
+    int failed = 0;                                                                                           \
+    _Pragma("omp parallel if (worth_threads(g->c, g->n * g->ho * g->wo * taps))")                             \
+    {                                                                                                         \
+      T *P = malloc(sizeof(T) * (size_t)(prow_n * ldp));                                                      \
+      T *gbuf = malloc(sizeof(T) * (size_t)(grow_n * ldg));                                                   \
+      v##T *accv = aligned_alloc(32, sizeof(v##T) * (size_t)taps);                                            \
+      if (!P || !gbuf || !accv) {                                                                             \
+        _Pragma("omp atomic write") failed = 1;                                                               \
+      } else {                                                                                                \
+        memset(P, 0, sizeof(T) * (size_t)(prow_n * ldp));                                                     \
+        memset(gbuf, 0, sizeof(T) * (size_t)(grow_n * ldg));                                                  \
+        T *G = gbuf + (MAX_I - 1) * ldg; /* rows -(MAX_I-1) .. ho+MAX_I-2 readable, zero outside the map */ \
+        _Pragma("omp for schedule(dynamic, 1)")                                                               \
+        for (int64_t c = 0; c < g->c; c++) {                                                                  \
+          memset(accv, 0, sizeof(v##T) * (size_t)taps);                                                       \
+          for (int64_t n = 0; n < g->n; n++) {                                                                \
+            const T *xp = x + (n * g->c + c) * g->h * g->w, *gp = gy + (n * g->c + c) * g->ho * g->wo;       \
+            /* P[y][xc] = x[y - pt][xc - pl]: only the interior changes, the border stays zero */            \
+            for (int64_t r = 0; r < g->h; r++)                                                                \
+              memcpy(P + (g->pt + r) * ldp + g->pl, xp + r * g->w, sizeof(T) * (size_t)g->w);                 \
+            for (int64_t r = 0; r < g->ho; r++) memcpy(G + r * ldg, gp + r * g->wo, sizeof(T) * (size_t)g->wo); \
+            for (int64_t i0 = 0; i0 < g->kh;) {                                                               \
+              int I = (int)imin64(DOT_ROWS, g->kh - i0);                                                      \
+              /* real rows of P that meet a G row of some kernel row of the block */                         \
+              int64_t y0 = imax64(g->pt, i0), y1 = imin64(g->pt + g->h, g->ho + i0 + I - 1);                 \
+              for (int64_t j0 = 0; y1 > y0 && j0 < g->kw;) {                                                  \
+                int64_t left = g->kw - j0;                                                                    \
+                int jk = left >= 4 ? 2 : left >= 2 ? 1 : 0, J = 1 << jk;                                      \
+                int64_t ow0 = imax64(0, g->pl - (j0 + J - 1)), ow1 = imin64(g->wo, g->pl + g->w - j0);        \
+                ow0 = ow0 / vw * vw;                                                                          \
+                ow1 = round_up(ow1, vw);                                                                      \
+                if (ow1 > ow0) dot_tiles_##T[I - 1][jk](G, ldg, P, ldp, y0, y1, i0, j0, ow0, ow1, accv, g->kw); \
+                j0 += J;                                                                                      \
+              }                                                                                               \
+              i0 += I;                                                                                        \
+            }                                                                                                 \
+          }                                                                                                   \
+          T *wp = gw + c * taps;                                                                              \
+          for (int64_t t = 0; t < taps; t++) {                                                                \
+            T s = 0;                                                                                          \
+            for (int k = 0; k < vw; k++) s += accv[t][k];                                                     \
+            wp[t] = s;                                                                                        \
+          }                                                                                                   \
+        }                                                                                                     \
+      }                                                                                                       \
+      free(P);                                                                                                \
+      free(gbuf);                                                                                             \
+      free(accv);                                                                                             \
+    }                                                                                                         \
+    return failed ? LARK_ERR_NOMEM : 0;                                                                       \
+  }
+
+DEFINE_FAST_WEIGHT(float)
+DEFINE_FAST_WEIGHT(double)
+
+/* ---- front functions ------------------------------------------------------------------------ */
+
+static bool is_fast(const lark_conv2d_params *p) {
+  return p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1;
+}
+
+/* contiguous copies of the operands, released by release_all */
+static void release_all(int n, lark_tensor **ts) {
+  for (int i = 0; i < n; i++) lark_tensor_release(ts[i]);
+}
+
+static lark_tensor *dwconv_forward(const char *op, bool reference, const lark_tensor *input,
+                                   const lark_tensor *weight, const lark_tensor *bias, const lark_conv2d_params *p) {
+  if (check_tensor(op, input, "input", 4) || check_params(op, p)) return NULL;
+  int64_t n = input->shape[0], c = input->shape[1], h = input->shape[2], w = input->shape[3], ho, wo;
+  if (check_weight(op, weight, c, p) || check_same_dtype(op, input, "input", weight, "weight")) return NULL;
+  if (bias) {
+    if (check_tensor(op, bias, "bias", 1) || check_same_dtype(op, input, "input", bias, "bias")) return NULL;
+    if (bias->shape[0] != c) {
+      lark_set_error(LARK_ERR_SHAPE, "%s: bias must have %lld elements (one per channel), got %lld", op,
+                     (long long)c, (long long)bias->shape[0]);
+      return NULL;
+    }
+  }
+  if (lark_conv2d_output_size(op, h, w, p, &ho, &wo)) return NULL;
+  lark_tensor *out = lark_empty(4, (int64_t[]){n, c, ho, wo}, input->dtype, NULL);
+  if (!out) return NULL;
+  if (lark_numel(out) == 0) return out;
+  lark_tensor *ops[3] = {lark_contiguous(input), lark_contiguous(weight), bias ? lark_contiguous(bias) : NULL};
+  if (!ops[0] || !ops[1] || (bias && !ops[2])) {
+    release_all(3, ops);
+    lark_tensor_release(out);
+    return NULL;
+  }
+  geom g = make_geom(n, c, h, w, ho, wo, p);
+  int rc = 0;
+  if (input->dtype == LARK_FLOAT32) {
+    const float *x = lark_data_ptr(ops[0]), *wt = lark_data_ptr(ops[1]), *b = bias ? lark_data_ptr(ops[2]) : NULL;
+    float *y = lark_data_ptr(out);
+    if (reference) ref_forward_float(&g, x, wt, b, y);
+    else if (is_fast(p)) rc = fast_corr_float(&g, false, x, wt, b, y);
+    else gen_forward_float(&g, x, wt, b, y);
+  } else {
+    const double *x = lark_data_ptr(ops[0]), *wt = lark_data_ptr(ops[1]), *b = bias ? lark_data_ptr(ops[2]) : NULL;
+    double *y = lark_data_ptr(out);
+    if (reference) ref_forward_double(&g, x, wt, b, y);
+    else if (is_fast(p)) rc = fast_corr_double(&g, false, x, wt, b, y);
+    else gen_forward_double(&g, x, wt, b, y);
+  }
+  release_all(3, ops);
+  if (rc) {
+    lark_set_error(rc, "%s: out of memory for the scratch buffers", op);
+    lark_tensor_release(out);
+    return NULL;
+  }
+  return out;
+}
+
+static lark_tensor *dwconv_backward_input(const char *op, bool reference, const lark_tensor *grad_out,
+                                          const lark_tensor *weight, const int64_t input_shape[4],
+                                          const lark_conv2d_params *p) {
+  if (check_tensor(op, grad_out, "grad_out", 4) || check_params(op, p)) return NULL;
+  if (!input_shape) {
+    lark_set_error(LARK_ERR_ARG, "%s: input_shape is NULL", op);
+    return NULL;
+  }
+  int64_t n = input_shape[0], c = input_shape[1], h = input_shape[2], w = input_shape[3], ho, wo;
+  if (n < 0 || c < 0 || h < 0 || w < 0) {
+    char buf[128];
+    lark_set_error(LARK_ERR_SHAPE, "%s: input_shape must be non-negative, got %s", op,
+                   lark_shape_str(4, input_shape, buf, sizeof buf));
+    return NULL;
+  }
+  if (check_weight(op, weight, c, p) || check_same_dtype(op, grad_out, "grad_out", weight, "weight")) return NULL;
+  if (lark_conv2d_output_size(op, h, w, p, &ho, &wo)) return NULL;
+  if (grad_out->shape[0] != n || grad_out->shape[1] != c || grad_out->shape[2] != ho || grad_out->shape[3] != wo) {
+    char b1[128], b2[128], b3[128];
+    lark_set_error(LARK_ERR_SHAPE, "%s: grad_out must have shape %s (the output of input %s), got %s", op,
+                   lark_shape_str(4, (int64_t[]){n, c, ho, wo}, b1, sizeof b1), lark_shape_str(4, input_shape, b2, sizeof b2),
+                   lark_shape_str(4, grad_out->shape, b3, sizeof b3));
+    return NULL;
+  }
+  /* the fast path writes every element; the others accumulate into zeros */
+  lark_tensor *gx = reference || !is_fast(p) ? lark_zeros(4, input_shape, grad_out->dtype, NULL)
+                                             : lark_empty(4, input_shape, grad_out->dtype, NULL);
+  if (!gx) return NULL;
+  if (lark_numel(gx) == 0) return gx;
+  lark_tensor *ops[2] = {lark_contiguous(grad_out), lark_contiguous(weight)};
+  if (!ops[0] || !ops[1]) {
+    release_all(2, ops);
+    lark_tensor_release(gx);
+    return NULL;
+  }
+  geom g = make_geom(n, c, h, w, ho, wo, p);
+  int rc = 0;
+  if (grad_out->dtype == LARK_FLOAT32) {
+    const float *gy = lark_data_ptr(ops[0]), *wt = lark_data_ptr(ops[1]);
+    float *d = lark_data_ptr(gx);
+    if (reference) ref_backward_input_float(&g, gy, wt, d);
+    else if (is_fast(p)) rc = fast_corr_float(&g, true, gy, wt, NULL, d);
+    else gen_backward_input_float(&g, gy, wt, d);
+  } else {
+    const double *gy = lark_data_ptr(ops[0]), *wt = lark_data_ptr(ops[1]);
+    double *d = lark_data_ptr(gx);
+    if (reference) ref_backward_input_double(&g, gy, wt, d);
+    else if (is_fast(p)) rc = fast_corr_double(&g, true, gy, wt, NULL, d);
+    else gen_backward_input_double(&g, gy, wt, d);
+  }
+  release_all(2, ops);
+  if (rc) {
+    lark_set_error(rc, "%s: out of memory for the scratch buffers", op);
+    lark_tensor_release(gx);
+    return NULL;
+  }
+  return gx;
+}
+
+static lark_tensor *dwconv_backward_weight(const char *op, bool reference, const lark_tensor *grad_out,
+                                           const lark_tensor *input, const lark_conv2d_params *p) {
+  if (check_tensor(op, grad_out, "grad_out", 4) || check_tensor(op, input, "input", 4) || check_params(op, p) ||
+      check_same_dtype(op, input, "input", grad_out, "grad_out"))
+    return NULL;
+  int64_t n = input->shape[0], c = input->shape[1], h = input->shape[2], w = input->shape[3], ho, wo;
+  if (lark_conv2d_output_size(op, h, w, p, &ho, &wo)) return NULL;
+  if (grad_out->shape[0] != n || grad_out->shape[1] != c || grad_out->shape[2] != ho || grad_out->shape[3] != wo) {
+    char b1[128], b2[128], b3[128];
+    lark_set_error(LARK_ERR_SHAPE, "%s: grad_out must have shape %s (the output of input %s), got %s", op,
+                   lark_shape_str(4, (int64_t[]){n, c, ho, wo}, b1, sizeof b1),
+                   lark_shape_str(4, input->shape, b2, sizeof b2), lark_shape_str(4, grad_out->shape, b3, sizeof b3));
+    return NULL;
+  }
+  lark_tensor *gw = lark_zeros(4, (int64_t[]){c, 1, p->kh, p->kw}, input->dtype, NULL);
+  if (!gw) return NULL;
+  if (lark_numel(gw) == 0 || n == 0) return gw;
+  lark_tensor *ops[2] = {lark_contiguous(grad_out), lark_contiguous(input)};
+  if (!ops[0] || !ops[1]) {
+    release_all(2, ops);
+    lark_tensor_release(gw);
+    return NULL;
+  }
+  geom g = make_geom(n, c, h, w, ho, wo, p);
+  int rc = 0;
+  if (input->dtype == LARK_FLOAT32) {
+    const float *gy = lark_data_ptr(ops[0]), *x = lark_data_ptr(ops[1]);
+    float *d = lark_data_ptr(gw);
+    if (reference) ref_backward_weight_float(&g, gy, x, d);
+    else if (is_fast(p)) rc = fast_weight_float(&g, gy, x, d);
+    else gen_backward_weight_float(&g, gy, x, d);
+  } else {
+    const double *gy = lark_data_ptr(ops[0]), *x = lark_data_ptr(ops[1]);
+    double *d = lark_data_ptr(gw);
+    if (reference) ref_backward_weight_double(&g, gy, x, d);
+    else if (is_fast(p)) rc = fast_weight_double(&g, gy, x, d);
+    else gen_backward_weight_double(&g, gy, x, d);
+  }
+  release_all(2, ops);
+  if (rc) {
+    lark_set_error(rc, "%s: out of memory for the scratch buffers", op);
+    lark_tensor_release(gw);
+    return NULL;
+  }
+  return gw;
+}
+
+lark_tensor *lark_dwconv2d_forward(const lark_tensor *input, const lark_tensor *weight, const lark_tensor *bias,
+                                   const lark_conv2d_params *p) {
+  return dwconv_forward("dwconv2d", false, input, weight, bias, p);
+}
+lark_tensor *lark_dwconv2d_forward_reference(const lark_tensor *input, const lark_tensor *weight,
+                                             const lark_tensor *bias, const lark_conv2d_params *p) {
+  return dwconv_forward("dwconv2d_reference", true, input, weight, bias, p);
+}
+lark_tensor *lark_dwconv2d_backward_input(const lark_tensor *grad_out, const lark_tensor *weight,
+                                          const int64_t input_shape[4], const lark_conv2d_params *p) {
+  return dwconv_backward_input("dwconv2d_backward_input", false, grad_out, weight, input_shape, p);
+}
+lark_tensor *lark_dwconv2d_backward_input_reference(const lark_tensor *grad_out, const lark_tensor *weight,
+                                                    const int64_t input_shape[4], const lark_conv2d_params *p) {
+  return dwconv_backward_input("dwconv2d_backward_input_reference", true, grad_out, weight, input_shape, p);
+}
+lark_tensor *lark_dwconv2d_backward_weight(const lark_tensor *grad_out, const lark_tensor *input,
+                                           const lark_conv2d_params *p) {
+  return dwconv_backward_weight("dwconv2d_backward_weight", false, grad_out, input, p);
+}
+lark_tensor *lark_dwconv2d_backward_weight_reference(const lark_tensor *grad_out, const lark_tensor *input,
+                                                     const lark_conv2d_params *p) {
+  return dwconv_backward_weight("dwconv2d_backward_weight_reference", true, grad_out, input, p);
+}

@@ -1,0 +1,58 @@
+/*
+ * dwconv.h: the depth-wise 2-D convolution (groups == channels, channel multiplier 1), NCHW,
+ * float32 and float64, on the CPU: forward, gradient of the input, gradient of the weight.
+ *
+ * These declarations are meant to move into core/lark.h (section "convolution"); until then op
+ * files and tests include this header.
+ *
+ *     out[n][c][oh][ow] = bias[c] + sum_{i<kh, j<kw} weight[c][0][i][j] *
+ *                         input[n][c][oh*stride_h - pad_top + i*dil_h][ow*stride_w - pad_left + j*dil_w]
+ *
+ * with input elements outside the map read as zero. Ho = (H + pad_top + pad_bottom - dil_h*(kh-1) - 1)
+ * / stride_h + 1, and the same for Wo.
+ */
+#ifndef LARK_DWCONV_H
+#define LARK_DWCONV_H
+
+#include "../lark.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+  int kh, kw;                                      /* kernel rows and columns (>= 1) */
+  int stride_h, stride_w;                          /* >= 1 */
+  int pad_top, pad_bottom, pad_left, pad_right;    /* >= 0 */
+  int dil_h, dil_w;                                /* >= 1 */
+} lark_conv2d_params;
+
+/* The output size (Ho, Wo) of an (H, W) map, or -1 in both and an error naming op when the
+ * parameters are invalid or the padded map is smaller than the dilated kernel. Returns 0 or <0. */
+int lark_conv2d_output_size(const char *op, int64_t h, int64_t w, const lark_conv2d_params *p,
+                            int64_t *ho, int64_t *wo);
+
+/* out (N, C, Ho, Wo) = dwconv(input (N, C, H, W), weight (C, 1, kh, kw)) + bias (C) or NULL. */
+lark_tensor *lark_dwconv2d_forward(const lark_tensor *input, const lark_tensor *weight,
+                                   const lark_tensor *bias, const lark_conv2d_params *p);
+/* grad_input (N, C, H, W) from grad_out (N, C, Ho, Wo); input_shape = {N, C, H, W}. */
+lark_tensor *lark_dwconv2d_backward_input(const lark_tensor *grad_out, const lark_tensor *weight,
+                                          const int64_t input_shape[4], const lark_conv2d_params *p);
+/* grad_weight (C, 1, kh, kw) from grad_out (N, C, Ho, Wo) and input (N, C, H, W). (The bias
+ * gradient is grad_out summed over N, Ho, Wo: a plain reduction.) */
+lark_tensor *lark_dwconv2d_backward_weight(const lark_tensor *grad_out, const lark_tensor *input,
+                                           const lark_conv2d_params *p);
+
+/* The plain loops, kept as the reference the fast paths are tested against. Same contracts and
+ * validation as the functions above; no padding skipping, no vectors, no threads. */
+lark_tensor *lark_dwconv2d_forward_reference(const lark_tensor *input, const lark_tensor *weight,
+                                             const lark_tensor *bias, const lark_conv2d_params *p);
+lark_tensor *lark_dwconv2d_backward_input_reference(const lark_tensor *grad_out, const lark_tensor *weight,
+                                                    const int64_t input_shape[4], const lark_conv2d_params *p);
+lark_tensor *lark_dwconv2d_backward_weight_reference(const lark_tensor *grad_out, const lark_tensor *input,
+                                                     const lark_conv2d_params *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LARK_DWCONV_H */

@@ -1,0 +1,159 @@
+/* bind_dwconv.c: the depth-wise convolution kernels from Lua (core/ops/dwconv.c does the work).
+ * These are the raw passes, without autograd; lark.nn.functional.conv2d builds on them.
+ *
+ *   lark.dwconv2d(input, weight [, bias] [, opts])                      -> (N, C, Ho, Wo)
+ *   lark.dwconv2d_backward_input(grad_out, weight, input_size [, opts]) -> (N, C, H, W)
+ *   lark.dwconv2d_backward_weight(grad_out, input, kernel_size [, opts]) -> (C, 1, kh, kw)
+ *   and the same three with `_reference` appended: the plain loops the fast paths are tested against.
+ *
+ * input (N, C, H, W), weight (C, 1, kh, kw), bias (C) or nil; input_size a table {N, C, H, W};
+ * kernel_size kh or {kh, kw}. opts: stride = s or {sh, sw}; padding = p, {ph, pw} or
+ * {top, bottom, left, right}; dilation = d or {dh, dw}. Also the method input:dwconv2d(weight, ...).
+ *
+ * The module registers itself through lb_register_dwconv(L, mod, methods) (one call in
+ * lua/module.c). */
+#include "binding.h"
+#include "../core/ops/dwconv.h"
+
+/* An integer in [lo, hi] from the value at the top of the stack (popped). */
+static int pop_int(lua_State *L, const char *fname, const char *what, lua_Integer lo, lua_Integer hi) {
+  int isint;
+  lua_Integer v = lua_tointegerx(L, -1, &isint);
+  if (!isint) {
+    const char *tn = luaL_typename(L, -1);
+    luaL_error(L, "%s: %s must be an integer, got %s", fname, what, tn);
+  }
+  if (v < lo || v > hi)
+    luaL_error(L, "%s: %s must be in [%I, %I], got %I", fname, what, lo, hi, v);
+  lua_pop(L, 1);
+  return (int)v;
+}
+
+/* Reads the field `key` of the table at idx as 1, 2 or (when allow4) 4 integers into out[0..3]
+ * (a single n fills all; {a, b} gives {a, a, b, b} for 4 and {a, b} for 2). Returns whether the
+ * field was present. */
+static bool opt_ints(lua_State *L, int idx, const char *key, const char *fname, bool allow4, lua_Integer lo,
+                     int out[4]) {
+  lua_getfield(L, idx, key);
+  int ty = lua_type(L, -1);
+  if (ty == LUA_TNIL) {
+    lua_pop(L, 1);
+    return false;
+  }
+  const lua_Integer hi = 1 << 20;
+  if (ty == LUA_TNUMBER) {
+    int v = pop_int(L, fname, key, lo, hi);
+    out[0] = out[1] = out[2] = out[3] = v;
+    return true;
+  }
+  if (ty != LUA_TTABLE) luaL_error(L, "%s: %s must be an integer or a table of integers, got %s", fname, key, luaL_typename(L, -1));
+  lua_Integer n = luaL_len(L, -1);
+  if (!(n == 2 || (allow4 && n == 4)))
+    luaL_error(L, "%s: %s must have 2%s integers, got %I", fname, key, allow4 ? " or 4" : "", n);
+  int v[4];
+  for (int i = 0; i < n; i++) {
+    lua_geti(L, -1, i + 1);
+    v[i] = pop_int(L, fname, key, lo, hi);
+  }
+  lua_pop(L, 1);
+  if (n == 2) out[0] = out[1] = v[0], out[2] = out[3] = v[1];
+  else out[0] = v[0], out[1] = v[1], out[2] = v[2], out[3] = v[3];
+  return true;
+}
+
+/* opts table (or nil/none) at idx into p (kernel size left as it is). */
+static void check_opts(lua_State *L, int idx, const char *fname, lark_conv2d_params *p) {
+  p->stride_h = p->stride_w = p->dil_h = p->dil_w = 1;
+  p->pad_top = p->pad_bottom = p->pad_left = p->pad_right = 0;
+  if (lua_isnoneornil(L, idx)) return;
+  if (!lua_istable(L, idx) || lb_is(L, idx))
+    luaL_error(L, "%s: argument %d: expected an options table {stride=, padding=, dilation=}, got %s", fname, idx,
+               luaL_typename(L, idx));
+  int v[4];
+  if (opt_ints(L, idx, "stride", fname, false, 1, v)) p->stride_h = v[0], p->stride_w = v[2];
+  if (opt_ints(L, idx, "dilation", fname, false, 1, v)) p->dil_h = v[0], p->dil_w = v[2];
+  if (opt_ints(L, idx, "padding", fname, true, 0, v))
+    p->pad_top = v[0], p->pad_bottom = v[1], p->pad_left = v[2], p->pad_right = v[3];
+}
+
+/* The kernel size from a 4-D weight (its last two dims); core checks the rest. */
+static void kernel_from_weight(lua_State *L, const lark_tensor *w, const char *fname, lark_conv2d_params *p) {
+  if (w->ndim != 4) luaL_error(L, "%s: argument 2: weight must be 4-D (C, 1, kh, kw), got %d-D", fname, w->ndim);
+  if (w->shape[2] < 1 || w->shape[3] < 1 || w->shape[2] > (1 << 16) || w->shape[3] > (1 << 16))
+    luaL_error(L, "%s: argument 2: weight's kernel size must be in [1, 65536]", fname);
+  p->kh = (int)w->shape[2];
+  p->kw = (int)w->shape[3];
+}
+
+static int forward_impl(lua_State *L, const char *fname, bool reference) {
+  lark_tensor *x = lb_check(L, 1, fname), *w = lb_check(L, 2, fname);
+  lark_tensor *b = NULL;
+  int oi = 3;
+  if (lb_is(L, 3)) b = lb_check(L, 3, fname), oi = 4;
+  else if (lua_isnil(L, 3)) oi = 4;
+  lark_conv2d_params p;
+  check_opts(L, oi, fname, &p);
+  kernel_from_weight(L, w, fname, &p);
+  lb_push(L, reference ? lark_dwconv2d_forward_reference(x, w, b, &p) : lark_dwconv2d_forward(x, w, b, &p));
+  return 1;
+}
+
+static int backward_input_impl(lua_State *L, const char *fname, bool reference) {
+  lark_tensor *gy = lb_check(L, 1, fname), *w = lb_check(L, 2, fname);
+  int64_t shape[LARK_MAX_DIMS];
+  if (!lua_istable(L, 3) || lb_is(L, 3))
+    luaL_error(L, "%s: argument 3: expected the input size {N, C, H, W}, got %s", fname, luaL_typename(L, 3));
+  lua_pushvalue(L, 3);
+  int nd = lb_checkshape(L, lua_gettop(L), shape, fname);
+  lua_pop(L, 1);
+  if (nd != 4) luaL_error(L, "%s: argument 3: the input size must have 4 entries, got %d", fname, nd);
+  lark_conv2d_params p;
+  check_opts(L, 4, fname, &p);
+  kernel_from_weight(L, w, fname, &p);
+  lb_push(L, reference ? lark_dwconv2d_backward_input_reference(gy, w, shape, &p)
+                       : lark_dwconv2d_backward_input(gy, w, shape, &p));
+  return 1;
+}
+
+static int backward_weight_impl(lua_State *L, const char *fname, bool reference) {
+  lark_tensor *gy = lb_check(L, 1, fname), *x = lb_check(L, 2, fname);
+  lark_conv2d_params p;
+  check_opts(L, 4, fname, &p);
+  if (lua_type(L, 3) == LUA_TNUMBER) {
+    lua_pushvalue(L, 3);
+    p.kh = p.kw = pop_int(L, fname, "kernel_size", 1, 1 << 16);
+  } else if (lua_istable(L, 3) && !lb_is(L, 3) && luaL_len(L, 3) == 2) {
+    lua_geti(L, 3, 1);
+    p.kh = pop_int(L, fname, "kernel_size", 1, 1 << 16);
+    lua_geti(L, 3, 2);
+    p.kw = pop_int(L, fname, "kernel_size", 1, 1 << 16);
+  } else {
+    luaL_error(L, "%s: argument 3: expected the kernel size kh or {kh, kw}, got %s", fname, luaL_typename(L, 3));
+  }
+  lb_push(L, reference ? lark_dwconv2d_backward_weight_reference(gy, x, &p) : lark_dwconv2d_backward_weight(gy, x, &p));
+  return 1;
+}
+
+static int l_forward(lua_State *L) { return forward_impl(L, "dwconv2d", false); }
+static int l_forward_ref(lua_State *L) { return forward_impl(L, "dwconv2d_reference", true); }
+static int l_backward_input(lua_State *L) { return backward_input_impl(L, "dwconv2d_backward_input", false); }
+static int l_backward_input_ref(lua_State *L) {
+  return backward_input_impl(L, "dwconv2d_backward_input_reference", true);
+}
+static int l_backward_weight(lua_State *L) { return backward_weight_impl(L, "dwconv2d_backward_weight", false); }
+static int l_backward_weight_ref(lua_State *L) {
+  return backward_weight_impl(L, "dwconv2d_backward_weight_reference", true);
+}
+
+void lb_register_dwconv(lua_State *L, int mod, int methods) {
+  static const luaL_Reg fns[] = {
+      {"dwconv2d", l_forward},
+      {"dwconv2d_reference", l_forward_ref},
+      {"dwconv2d_backward_input", l_backward_input},
+      {"dwconv2d_backward_input_reference", l_backward_input_ref},
+      {"dwconv2d_backward_weight", l_backward_weight},
+      {"dwconv2d_backward_weight_reference", l_backward_weight_ref},
+      {NULL, NULL}};
+  lb_register(L, mod, fns);
+  lb_register(L, methods, fns);
+}
