@@ -54,6 +54,13 @@ local cases = {
   {{4, 3, 4, 6}, {6, 1, 2, 3}, {groups = 3, stride = {2, 1}, dilation = {1, 2}, padding = {0, 1, 2, 0}}, true},
   {{4, 8, 12, 11}, {8, 4, 3, 3}, {groups = 2, padding = {1, 2, 0, 1}}, true},        -- big enough for threads
   {{3, 6, 9, 9}, {6, 6, 1, 1}, {}, false},                                           -- 1x1, threads
+  -- depth-wise through the direct kernels: large, larger than the map, SLaK's strips, even sizes
+  {{2, 4, 11, 10}, {4, 1, 13, 13}, {padding = 6, groups = 4}, true},
+  {{1, 3, 6, 5}, {3, 1, 15, 15}, {padding = 7, groups = 3}, false},
+  {{2, 3, 12, 9}, {3, 1, 13, 3}, {padding = {6, 1}, groups = 3}, true},
+  {{2, 3, 9, 12}, {3, 1, 3, 13}, {padding = {1, 6}, groups = 3}, false},
+  {{1, 5, 8, 8}, {5, 1, 4, 6}, {padding = {2, 1, 3, 2}, groups = 5}, true},
+  {{2, 16, 9, 9}, {16, 1, 7, 7}, {padding = 3, groups = 16}, true},                  -- big enough for threads
 }
 
 local function make_case(c, dtype)
@@ -139,6 +146,8 @@ describe("conv2d", function()
       {{2, 2, 5, 4}, {3, 2, 2, 3}, {stride = 2, padding = {1, 0, 2, 1}}},
       {{1, 4, 6, 6}, {4, 2, 3, 2}, {dilation = 2, padding = 1, groups = 2}},
       {{2, 3, 5, 5}, {3, 1, 3, 3}, {padding = {1, 1}, groups = 3, stride = {1, 2}}},
+      {{1, 2, 6, 5}, {2, 1, 7, 3}, {padding = {3, 1}, groups = 2}},                -- direct depth-wise kernels
+      {{2, 2, 4, 4}, {2, 1, 6, 6}, {padding = {2, 3, 3, 2}, groups = 2}},
     }
     for _, c in ipairs(configs) do
       local x, w, b = rand_tensor(c[1]), rand_tensor(c[2]), rand_tensor({c[2][1]})

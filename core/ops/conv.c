@@ -11,8 +11,9 @@
  * so the result does not depend on timing). A 1x1 kernel with stride 1 and no padding needs no
  * im2col: the input plane is already `col`.
  *
- * Depth-wise convolutions (groups == Cin == Cout) run here too, as the reference; use_depthwise()
- * below is the one place that will route them to the direct kernels of core/ops/dwconv.c. */
+ * Depth-wise convolutions (groups == Cin == Cout) go to the direct kernels of core/ops/dwconv.c:
+ * im2col would copy every input element kh*kw times for a single multiply each. use_depthwise()
+ * is the one place that decides; the plain loops below stay the reference for both paths. */
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
@@ -22,6 +23,7 @@
 
 #include "../backend.h"
 #include "conv.h"
+#include "dwconv.h"
 #include "grad.h"
 
 typedef struct {
@@ -31,15 +33,15 @@ typedef struct {
   int64_t G;              /* groups */
 } conv_geom;
 
-/* The route for depth-wise convolutions. The lead will make this return true for groups == Cin ==
- * Cout (channel multiplier 1) once core/ops/dwconv.c is in, and call lark_dwconv2d_forward /
- * _backward_input / _backward_weight (taking a lark_conv2d_params built from lark_conv2d_args
- * and the kernel size) where the three front functions below test it. Until then the im2col path
- * handles depth-wise convolutions too, and stays their reference. */
+/* Depth-wise with channel multiplier 1 (every group one input and one output channel). */
 static bool use_depthwise(const conv_geom *g, const lark_conv2d_args *a) {
-  (void)g;
-  (void)a;
-  return false;
+  return a->groups > 1 && g->G == g->Cin && g->Cout == g->Cin;
+}
+
+static lark_conv2d_params dw_params(const conv_geom *g, const lark_conv2d_args *a) {
+  return (lark_conv2d_params){.kh = (int)g->kh, .kw = (int)g->kw, .stride_h = a->stride_h, .stride_w = a->stride_w,
+                              .pad_top = a->pad_top, .pad_bottom = a->pad_bottom, .pad_left = a->pad_left,
+                              .pad_right = a->pad_right, .dil_h = a->dil_h, .dil_w = a->dil_w};
 }
 
 /* ---- validation ----------------------------------------------------------------------------- */
@@ -407,11 +409,13 @@ static lark_tensor *forward_impl(const lark_tensor *input, const lark_tensor *we
   if (reference) dt = LARK_FLOAT64;
   lark_tensor *x = dense(input, dt), *w = dense(weight, dt), *b = bias ? dense(bias, dt) : NULL, *out = NULL;
   int64_t oshape[4] = {g.N, g.Cout, g.Ho, g.Wo};
-  if (!x || !w || (bias && !b) || !(out = lark_empty(4, oshape, dt, NULL))) goto fail;
+  bool dw = !reference && use_depthwise(&g, a);
+  if (!x || !w || (bias && !b) || (!dw && !(out = lark_empty(4, oshape, dt, NULL)))) goto fail;
   if (reference) {
     forward_reference(lark_data_ptr(x), lark_data_ptr(w), b ? lark_data_ptr(b) : NULL, lark_data_ptr(out), &g, a);
-  } else if (use_depthwise(&g, a)) {
-    /* lead: out = lark_dwconv2d_forward(x, w, b, &params) */
+  } else if (dw) {
+    lark_conv2d_params p = dw_params(&g, a);
+    if (!(out = lark_dwconv2d_forward(x, w, b, &p))) goto fail;
   } else if (forward_im2col(x, w, b, out, &g, a)) {
     goto fail;
   }
@@ -452,11 +456,13 @@ static lark_tensor *backward_input_impl(const lark_tensor *gout, const lark_tens
   if (conv_geometry(op, in_shape, weight->shape, a, &g) || check_grad_out(gout, &g)) return NULL;
   lark_dtype dt = reference ? LARK_FLOAT64 : lark_promote(gout->dtype, weight->dtype);
   lark_tensor *go = dense(gout, dt), *w = dense(weight, dt), *gin = NULL;
-  if (!go || !w || !(gin = lark_zeros(4, in_shape, dt, NULL))) goto fail;
+  bool dw = !reference && use_depthwise(&g, a);
+  if (!go || !w || (!dw && !(gin = lark_zeros(4, in_shape, dt, NULL)))) goto fail;
   if (reference) {
     backward_reference(lark_data_ptr(go), NULL, lark_data_ptr(w), lark_data_ptr(gin), NULL, &g, a);
-  } else if (use_depthwise(&g, a)) {
-    /* lead: gin = lark_dwconv2d_backward_input(go, w, in_shape, &params) */
+  } else if (dw) {
+    lark_conv2d_params p = dw_params(&g, a);
+    if (!(gin = lark_dwconv2d_backward_input(go, w, in_shape, &p))) goto fail;
   } else if (backward_input_im2col(go, w, gin, &g, a)) {
     goto fail;
   }
@@ -483,11 +489,13 @@ static lark_tensor *backward_weight_impl(const lark_tensor *gout, const lark_ten
   if (conv_geometry(op, input->shape, w_shape, a, &g) || check_grad_out(gout, &g)) return NULL;
   lark_dtype dt = reference ? LARK_FLOAT64 : lark_promote(gout->dtype, input->dtype);
   lark_tensor *go = dense(gout, dt), *x = dense(input, dt), *gw = NULL;
-  if (!go || !x || !(gw = lark_zeros(4, w_shape, dt, NULL))) goto fail;
+  bool dw = !reference && use_depthwise(&g, a);
+  if (!go || !x || (!dw && !(gw = lark_zeros(4, w_shape, dt, NULL)))) goto fail;
   if (reference) {
     backward_reference(lark_data_ptr(go), lark_data_ptr(x), NULL, NULL, lark_data_ptr(gw), &g, a);
-  } else if (use_depthwise(&g, a)) {
-    /* lead: gw = lark_dwconv2d_backward_weight(go, x, &params) */
+  } else if (dw) {
+    lark_conv2d_params p = dw_params(&g, a);
+    if (!(gw = lark_dwconv2d_backward_weight(go, x, &p))) goto fail;
   } else if (backward_weight_im2col(go, x, gw, &g, a)) {
     goto fail;
   }
