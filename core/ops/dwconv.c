@@ -257,19 +257,28 @@ DEFINE_GENERAL(double)
 
 /* ---- the fast path: stride 1, dilation 1 ------------------------------------------------------ */
 
-/* One vector register: 8 floats or 4 doubles (AVX2). The _u types are the unaligned, aliasing
- * versions used for loads and stores from plain arrays. */
-typedef float vfloat __attribute__((vector_size(32)));
-typedef double vdouble __attribute__((vector_size(32)));
-typedef float vfloat_u __attribute__((vector_size(32), aligned(4), may_alias));
-typedef double vdouble_u __attribute__((vector_size(32), aligned(8), may_alias));
-#define VW_float 8
-#define VW_double 4
+/* One vector register: with AVX-512, 16 floats or 8 doubles; otherwise 8 floats or 4 doubles (AVX2,
+ * or whatever the compiler splits them into). The _u types are the unaligned, aliasing versions
+ * used for loads and stores from plain arrays. */
+#if defined(__AVX512F__)
+#define VBYTES 64
+#else
+#define VBYTES 32
+#endif
+typedef float vfloat __attribute__((vector_size(VBYTES)));
+typedef double vdouble __attribute__((vector_size(VBYTES)));
+typedef float vfloat_u __attribute__((vector_size(VBYTES), aligned(4), may_alias));
+typedef double vdouble_u __attribute__((vector_size(VBYTES), aligned(8), may_alias));
+#define VW_float (VBYTES / 4)
+#define VW_double (VBYTES / 8)
 
 /* KEEP_IN_REGISTER(v): GCC otherwise folds a vector load into every FMA that uses it (vfmadd
  * ymm, ymm, mem), turning one load shared by R FMAs into R loads, and the kernels become bound by
- * the load ports. An empty asm that "modifies" the register pins the loaded value there. */
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__AVX__)
+ * the load ports. An empty asm that "modifies" the register pins the loaded value there ("v": any
+ * of the 32 AVX-512 registers; "x": the 16 AVX ones). */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__AVX512F__)
+#define KEEP_IN_REGISTER(v) __asm__("" : "+v"(v))
+#elif defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && defined(__AVX__)
 #define KEEP_IN_REGISTER(v) __asm__("" : "+x"(v))
 #else
 #define KEEP_IN_REGISTER(v) ((void)0)
@@ -284,7 +293,7 @@ typedef double vdouble_u __attribute__((vector_size(32), aligned(8), may_alias))
  *   wz   the kernel rows, with rows -(R-1) .. -1 and kh .. kh+R-2 zero: wz + i*kw for those i
  *   tile (R, TILE_LD) the partial sums of the tile's output rows, V vectors read and written back
  * Output row r of the tile is output row oh0 + r; source row y meets kernel row y - oh0 - r. */
-#define TILE_LD (MAX_V * 8) /* elements per row of a tile buffer (8 floats or 4 doubles per vector) */
+#define TILE_LD (MAX_V * VBYTES / 4) /* elements per row of a tile buffer: MAX_V float vectors */
 #define DEFINE_TILE(T, R, V)                                                                                  \
   static void corr_tile_##T##_##R##_##V(const T *restrict P, int64_t ldp, int64_t y0, int64_t y1, int64_t oh0, \
                                         const T *restrict wz, int kw, int64_t j0, int64_t j1, int64_t ow0,     \
@@ -378,7 +387,7 @@ static int64_t corr_wz_elems(int kh, int kw) { return (int64_t)(kh + 2 * (MAX_R 
     for (int i = 0; i < kh; i++)                                                                              \
       for (int j = 0; j < kw; j++) wz[i * kw + j] = flip ? w[(kh - 1 - i) * kw + (kw - 1 - j)] : w[i * kw + j]; \
     int64_t nvec = (wo + vw - 1) / vw;                                                                        \
-    T tile[MAX_R * TILE_LD] __attribute__((aligned(32)));                                                     \
+    T tile[MAX_R * TILE_LD] __attribute__((aligned(VBYTES)));                                                     \
     for (int64_t oh0 = 0; oh0 < ho; oh0 += R) {                                                               \
       int64_t nr = imin64(R, ho - oh0);                                                                       \
       int64_t ty0 = imax64(y0, oh0), ty1 = imin64(y1, oh0 + nr - 1 + kh);                                     \
@@ -537,7 +546,7 @@ DOT_TABLE(double)
     {                                                                                                         \
       T *P = malloc(sizeof(T) * (size_t)(prow_n * ldp));                                                      \
       T *gbuf = malloc(sizeof(T) * (size_t)(grow_n * ldg));                                                   \
-      v##T *accv = aligned_alloc(32, sizeof(v##T) * (size_t)taps);                                            \
+      v##T *accv = aligned_alloc(VBYTES, sizeof(v##T) * (size_t)taps);                                            \
       if (!P || !gbuf || !accv) {                                                                             \
         _Pragma("omp atomic write") failed = 1;                                                               \
       } else {                                                                                                \
