@@ -442,34 +442,112 @@ static int64_t corr_wz_elems(int kh, int kw) { return (int64_t)(kh + 2 * (MAX_R 
 DEFINE_CORR_PLANE(float)
 DEFINE_CORR_PLANE(double)
 
+/* The work corr_plane does for an output of (ho, wo) and a kernel of (kh, kw), in FMAs of whole
+ * vectors: rows are rounded up to vectors, and a tile of R rows visits kh + R - 1 source rows. */
+static double corr_cost(int64_t ho, int64_t wo, int kh, int kw, int vw) {
+  int R = tile_rows(kh);
+  return (double)round_up(wo, vw) * (double)(round_up(ho, R) / R) * (double)kw * (double)(kh + R - 1) * R;
+}
+
+/* Whether to run a plane transposed (rows and columns swapped in source, kernel and output): a
+ * kernel much wider than tall, such as SLaK's 5x51, wastes most of a row tile on zero kernel rows
+ * (5 useful of 8 at R = 4) while its transpose, 51x5, wastes almost nothing; two transposes of a
+ * plane cost far less than the taps. */
+static bool corr_transposed(int64_t ho, int64_t wo, int kh, int kw, int vw) {
+  return kw > kh && corr_cost(wo, ho, kw, kh, vw) < 0.9 * corr_cost(ho, wo, kh, kw, vw);
+}
+
+/* dst (cols, rows) = transpose of src (rows, cols). The float version moves 8x8 blocks through
+ * AVX registers (a plain loop costs as much as the convolution it serves: every store is strided). */
+static void transpose_double(const double *restrict src, int64_t rows, int64_t cols, double *restrict dst) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 8)
+    for (int64_t c0 = 0; c0 < cols; c0 += 8) {
+      int64_t r1 = imin64(rows, r0 + 8), c1 = imin64(cols, c0 + 8);
+      for (int64_t r = r0; r < r1; r++)
+        for (int64_t c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c];
+    }
+}
+#if defined(__AVX__)
+#include <immintrin.h>
+/* d (8 rows of stride ldd) = transpose of s (8 rows of stride lds), 8 floats each */
+static inline void transpose8x8_float(const float *s, int64_t lds, float *d, int64_t ldd) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(s + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  /* rows 0..3 hold columns {0,1,2,3} of source rows 0-3 (low lanes) and 4-7... in lane halves */
+  for (int i = 0; i < 4; i++) {
+    _mm256_storeu_ps(d + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(d + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+#endif
+static void transpose_float(const float *restrict src, int64_t rows, int64_t cols, float *restrict dst) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 8)
+    for (int64_t c0 = 0; c0 < cols; c0 += 8) {
+      int64_t r1 = imin64(rows, r0 + 8), c1 = imin64(cols, c0 + 8);
+#if defined(__AVX__)
+      if (r1 - r0 == 8 && c1 - c0 == 8) {
+        transpose8x8_float(src + r0 * cols + c0, cols, dst + c0 * rows + r0, rows);
+        continue;
+      }
+#endif
+      for (int64_t r = r0; r < r1; r++)
+        for (int64_t c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c];
+    }
+}
+
 /* Forward and input gradient on every (n, c) plane, each thread with its own scratch. The input
  * gradient is the correlation of grad_out with the flipped kernel, offset by (kh-1-pt, kw-1-pl).
- * Returns 0 or LARK_ERR_NOMEM. */
+ * Wide kernels run on transposed planes (corr_transposed). Returns 0 or LARK_ERR_NOMEM. */
 #define DEFINE_FAST_CORR(T)                                                                                   \
   static int fast_corr_##T(const geom *g, bool backward, const T *src, const T *wt, const T *b, T *dst) {     \
     int64_t planes = g->n * g->c;                                                                             \
     int64_t hs = backward ? g->ho : g->h, ws = backward ? g->wo : g->w;                                       \
     int64_t hd = backward ? g->h : g->ho, wd = backward ? g->w : g->wo;                                       \
     int64_t pt = backward ? g->kh - 1 - g->pt : g->pt, pl = backward ? g->kw - 1 - g->pl : g->pl;             \
+    bool tr = corr_transposed(hd, wd, g->kh, g->kw, VW_##T);                                                  \
+    /* the geometry corr_plane sees */                                                                        \
+    int kh = tr ? g->kw : g->kh, kw = tr ? g->kh : g->kw;                                                     \
+    int64_t phs = tr ? ws : hs, pws = tr ? hs : ws, phd = tr ? wd : hd, pwd = tr ? hd : wd;                   \
+    int64_t ppt = tr ? pl : pt, ppl = tr ? pt : pl;                                                           \
     int failed = 0;                                                                                           \
     _Pragma("omp parallel if (worth_threads(planes, hd * wd * g->kh * g->kw))")                               \
     {                                                                                                         \
-      T *P = malloc(sizeof(T) * (size_t)corr_buf_elems(hd, wd, g->kh, g->kw, VW_##T));                        \
-      T *wz = malloc(sizeof(T) * (size_t)corr_wz_elems(g->kh, g->kw));                                        \
-      if (!P || !wz) {                                                                                        \
+      T *P = malloc(sizeof(T) * (size_t)corr_buf_elems(phd, pwd, kh, kw, VW_##T));                            \
+      T *wz = malloc(sizeof(T) * (size_t)corr_wz_elems(kh, kw));                                              \
+      T *sT = tr ? malloc(sizeof(T) * (size_t)(hs * ws + hd * wd + (int64_t)kh * kw)) : NULL;                 \
+      if (!P || !wz || (tr && !sT)) {                                                                         \
         _Pragma("omp atomic write") failed = 1;                                                               \
       } else {                                                                                                \
-        memset(P, 0, sizeof(T) * (size_t)corr_buf_elems(hd, wd, g->kh, g->kw, VW_##T));                      \
-        memset(wz, 0, sizeof(T) * (size_t)corr_wz_elems(g->kh, g->kw));                                       \
+        T *oT = tr ? sT + hs * ws : NULL, *wT = tr ? oT + hd * wd : NULL;                                     \
+        memset(P, 0, sizeof(T) * (size_t)corr_buf_elems(phd, pwd, kh, kw, VW_##T));                          \
+        memset(wz, 0, sizeof(T) * (size_t)corr_wz_elems(kh, kw));                                            \
         _Pragma("omp for schedule(static)") /* planes cost the same */                                       \
         for (int64_t p_ = 0; p_ < planes; p_++) {                                                             \
           int64_t c = p_ % g->c;                                                                              \
-          corr_plane_##T(src + p_ * hs * ws, hs, ws, wt + c * g->kh * g->kw, backward, g->kh, g->kw, pt, pl,   \
-                         b ? b[c] : (T)0, dst + p_ * hd * wd, hd, wd, P, wz);                                 \
+          const T *sp = src + p_ * hs * ws, *wp = wt + c * g->kh * g->kw;                                     \
+          T *dp = dst + p_ * hd * wd;                                                                         \
+          if (tr) {                                                                                           \
+            transpose_##T(sp, hs, ws, sT);                                                                    \
+            transpose_##T(wp, g->kh, g->kw, wT);                                                              \
+            sp = sT, wp = wT, dp = oT;                                                                        \
+          }                                                                                                   \
+          corr_plane_##T(sp, phs, pws, wp, backward, kh, kw, ppt, ppl, b ? b[c] : (T)0, dp, phd, pwd, P, wz); \
+          if (tr) transpose_##T(oT, wd, hd, dst + p_ * hd * wd);                                              \
         }                                                                                                     \
       }                                                                                                       \
       free(P);                                                                                                \
       free(wz);                                                                                               \
+      free(sT);                                                                                               \
     }                                                                                                         \
     return failed ? LARK_ERR_NOMEM : 0;                                                                       \
   }

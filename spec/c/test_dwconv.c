@@ -276,12 +276,16 @@ int main(void) {
       {1, 2, 14, 14, 27, 27, 1, 1, 13, 13, 13, 13, 1, 1, false, "27x27 on 14x14"},
       {3, 2, 10, 3, 2, 2, 1, 1, 0, 1, 1, 0, 1, 1, false, "2x2, narrow map"},
       {1, 1, 3, 70, 1, 11, 1, 1, 0, 0, 5, 5, 1, 1, false, "1x11 on a long row"},
+      /* wide kernels run on transposed planes: whole 8x8 blocks and ragged edges */
+      {2, 3, 32, 32, 5, 51, 1, 1, 2, 2, 25, 25, 1, 1, true, "5x51 on 32x32 (transposed)"},
+      {1, 2, 17, 35, 3, 13, 1, 1, 1, 1, 6, 6, 1, 1, false, "3x13 on 17x35 (transposed)"},
   };
   int ncases = (int)(sizeof cases / sizeof cases[0]);
   for (int i = 0; i < ncases; i++) check_case(&cases[i], false);
   check_case(&cases[3], true);
   check_case(&cases[11], true);
   check_case(&cases[6], true);
+  check_case(&cases[ncases - 2], true);
 
   /* random stride-1 configurations (the fast path) and a few general ones */
   for (int t = 0; t < 40; t++) {
