@@ -195,10 +195,18 @@ describe("autograd", function()
     check(function(a) local p = a:chunk(2, 2); return p[1] - p[2] end, {x})
   end)
 
-  it("refuses backward through ops whose gradient has not landed, rather than skipping them", function()
-    local x = randleaf({4})
-    local y = x:prod() + x:sum()
-    expect_error("the gradient of prod is not implemented yet", function() y:backward() end)
+  it("differentiates prod, with zeros in the input", function()
+    local x = randleaf({3, 4})
+    check(function(a) return a:prod() end, {x})
+    check(function(a) return a:prod(2) end, {x})
+    check(function(a) return a:prod(1, true) end, {x})
+    -- one zero: its gradient is the product of the rest, the others get 0; two zeros: all 0
+    local z = leaf{{2, 0, 3}, {0, 5, 0}, {1, 2, 4}}
+    z:prod(2):sum():backward()
+    assert.are.same({{0, 6, 0}, {0, 0, 0}, {8, 4, 2}}, z.grad:table())
+    local w = leaf{0, 0}
+    w:prod():backward()
+    assert.are.same({0, 0}, w.grad:table())
   end)
 
   it("records nothing under no_grad, as a scope and as a wrapper", function()

@@ -41,6 +41,7 @@ local cases = {
     "a.transpose(0, 2).narrow(1, 1, 2).reshape(-1)"},
   {"cat", {{2, 3}, {1, 3}}, function(a, b) return lark.cat({a, b, a}, 1) end, "torch.cat([a, b, a], 0)"},
   {"cumsum", {{3, 4}}, function(a) return a:cumsum(2) end, "a.cumsum(1)"},
+  {"prod", {{3, 4}}, function(a) return a:prod(2) + a:prod() end, "a.prod(1) + a.prod()"},
   {"gather", {{3, 4}}, function(a)
     return a:gather(2, lark.tensor({{1, 4}, {2, 2}, {3, 1}}, {dtype = "int64"}))
   end, "a.gather(1, torch.tensor([[0, 3], [1, 1], [2, 0]]))"},

@@ -2,8 +2,9 @@
  *
  * sum spreads the output's gradient over every reduced element and mean divides it by their
  * count; var and std go through the centred input; max and min send it to the elements equal to
- * the result (split evenly among ties); norm uses sign(x) |x|^(p-1) / ||x||^(p-1). prod records a
- * node that refuses backward with a clear message, so a gradient never silently skips it. */
+ * the result (split evenly among ties); norm uses sign(x) |x|^(p-1) / ||x||^(p-1). prod's gradient
+ * is the product of the other elements: y / x where no element is zero, and where there are zeros,
+ * the product of the non-zero ones at a single zero and 0 everywhere else (y / x would be 0/0). */
 #include <math.h>
 #include <string.h>
 
@@ -46,6 +47,26 @@ static int reduce_backward(lark_node *n, const lark_tensor *g, lark_tensor **gin
       /* a real tensor, not a stride-0 view: users may write into .grad */
       r = e ? lark_scope_add(&s, lark_contiguous(e)) : NULL;
       if (op == LARK_RED_MEAN) r = S_MULS(&s, r, count ? 1.0 / (double)count : NAN);
+      break;
+    }
+    case LARK_RED_PROD: {
+      const lark_tensor *x = lark_node_saved(n, 0);
+      if (!x) {
+        s.failed = true;
+        break;
+      }
+      lark_reduce_args a = {.ndims = (int)n->iarg[1], .keepdim = true, .p = 2};
+      for (int i = 0; i < a.ndims; i++) a.dims[i] = (int)n->iarg[2 + i];
+      lark_tensor *zero = S_SCALAR(&s, 0, x), *one = S_SCALAR(&s, 1, x);
+      lark_tensor *is_zero = S_BIN(&s, LARK_OP_EQ, x, zero);
+      lark_tensor *zf = S_CAST(&s, is_zero, x->dtype);
+      lark_tensor *nzeros = zf ? lark_scope_add(&s, lark_reduce(LARK_RED_SUM, zf, &a)) : NULL;
+      lark_tensor *x_nz = S_WHERE(&s, is_zero, one, x);
+      lark_tensor *p_nz = x_nz ? lark_scope_add(&s, lark_reduce(LARK_RED_PROD, x_nz, &a)) : NULL;
+      lark_tensor *no_zero = S_BIN(&s, LARK_OP_EQ, nzeros, zero);
+      /* at the single zero of a slice with one: the product of the rest; 0 elsewhere */
+      lark_tensor *single = S_MUL(&s, S_CAST(&s, S_BIN(&s, LARK_OP_EQ, nzeros, one), x->dtype), zf);
+      r = S_MUL(&s, S_WHERE(&s, no_zero, S_DIV(&s, p_nz, x_nz), S_MUL(&s, single, p_nz)), gk);
       break;
     }
     case LARK_RED_VAR:
@@ -121,7 +142,7 @@ void lark_record_reduce(lark_reduce_op op, lark_tensor *out, const lark_tensor *
   for (int i = 0; i < args->ndims; i++) n->iarg[2 + i] = args->dims[i];
   n->iarg[LARK_MAX_DIMS + 2] = args->unbiased;
   n->darg[0] = args->p;
-  bool needs = op == LARK_RED_VAR || op == LARK_RED_STD || op == LARK_RED_MAX || op == LARK_RED_MIN || op == LARK_RED_NORM;
+  bool needs = op == LARK_RED_PROD || op == LARK_RED_VAR || op == LARK_RED_STD || op == LARK_RED_MAX || op == LARK_RED_MIN || op == LARK_RED_NORM;
   if (needs && (lark_node_save(n, in) || lark_node_save(n, out))) {
     lark_node_release(n);
     return;
