@@ -4,7 +4,13 @@
  *   lark.dwconv2d(input, weight [, bias] [, opts])                      -> (N, C, Ho, Wo)
  *   lark.dwconv2d_backward_input(grad_out, weight, input_size [, opts]) -> (N, C, H, W)
  *   lark.dwconv2d_backward_weight(grad_out, input, kernel_size [, opts]) -> (C, 1, kh, kw)
- *   and the same three with `_reference` appended: the plain loops the fast paths are tested against.
+ *   lark.dwconv2d_sum(input, {w1, w2, ...} [, bias] [, {opts1, opts2, ...}]) -> (N, C, Ho, Wo)
+ *   lark.dwconv2d_sum_backward_input(grad_out, {w1, w2, ...}, input_size [, {opts...}]) -> (N, C, H, W)
+ *   and the same five with `_reference` appended: the plain loops the fast paths are tested against.
+ *
+ * The _sum pair is SLaK's decomposed kernel (51x5 + 5x51 + 5x5 on the same input, summed) in one
+ * pass; its options are one table per kernel (or one table for all), and without them each kernel
+ * is padded (kh//2, kw//2), the "same" padding SLaK uses.
  *
  * input (N, C, H, W), weight (C, 1, kh, kw), bias (C) or nil; input_size a table {N, C, H, W};
  * kernel_size kh or {kh, kw}. opts: stride = s or {sh, sw}; padding = p, {ph, pw} or
@@ -134,6 +140,78 @@ static int backward_weight_impl(lua_State *L, const char *fname, bool reference)
   return 1;
 }
 
+#define MAX_KERNELS 8
+
+/* The kernels at idx (a table of 4-D weights) into ws and their parameters into ps (options at
+ * oidx: nil, one table for all, or a list of one table per kernel). Returns the count. */
+static int sum_kernels(lua_State *L, int idx, int oidx, const char *fname, lark_tensor **ws, lark_conv2d_params *ps) {
+  if (!lua_istable(L, idx) || lb_is(L, idx))
+    luaL_error(L, "%s: argument %d: expected a table of kernels {w1, w2, ...}, got %s", fname, idx, luaL_typename(L, idx));
+  lua_Integer nk = luaL_len(L, idx);
+  if (nk < 1 || nk > MAX_KERNELS)
+    luaL_error(L, "%s: argument %d: expected 1 to %d kernels, got %I", fname, idx, MAX_KERNELS, nk);
+  bool per_kernel = lua_istable(L, oidx) && !lb_is(L, oidx) && luaL_len(L, oidx) > 0;
+  if (per_kernel && luaL_len(L, oidx) != nk)
+    luaL_error(L, "%s: argument %d: expected one options table per kernel (%I), got %I", fname, oidx, nk,
+               (lua_Integer)luaL_len(L, oidx));
+  for (int k = 0; k < nk; k++) {
+    lua_geti(L, idx, k + 1);
+    ws[k] = lb_check(L, lua_gettop(L), fname);
+    lua_pop(L, 1); /* the table keeps the tensor alive */
+    if (per_kernel) {
+      lua_geti(L, oidx, k + 1);
+      check_opts(L, lua_gettop(L), fname, &ps[k]);
+      lua_pop(L, 1);
+    } else {
+      check_opts(L, oidx, fname, &ps[k]);
+    }
+    kernel_from_weight(L, ws[k], fname, &ps[k]);
+    if (lua_isnoneornil(L, oidx)) {
+      ps[k].pad_top = ps[k].pad_bottom = ps[k].kh / 2;
+      ps[k].pad_left = ps[k].pad_right = ps[k].kw / 2;
+    }
+  }
+  return (int)nk;
+}
+
+static int sum_forward_impl(lua_State *L, const char *fname, bool reference) {
+  lark_tensor *x = lb_check(L, 1, fname), *b = NULL, *ws[MAX_KERNELS];
+  int oi = 3;
+  if (lb_is(L, 3)) b = lb_check(L, 3, fname), oi = 4;
+  else if (lua_isnil(L, 3)) oi = 4;
+  lark_conv2d_params ps[MAX_KERNELS];
+  int nk = sum_kernels(L, 2, oi, fname, ws, ps);
+  const lark_tensor *cws[MAX_KERNELS];
+  for (int k = 0; k < nk; k++) cws[k] = ws[k];
+  lb_push(L, reference ? lark_dwconv2d_sum_forward_reference(x, nk, cws, b, ps) : lark_dwconv2d_sum_forward(x, nk, cws, b, ps));
+  return 1;
+}
+
+static int sum_backward_input_impl(lua_State *L, const char *fname, bool reference) {
+  lark_tensor *gy = lb_check(L, 1, fname), *ws[MAX_KERNELS];
+  int64_t shape[LARK_MAX_DIMS];
+  if (!lua_istable(L, 3) || lb_is(L, 3))
+    luaL_error(L, "%s: argument 3: expected the input size {N, C, H, W}, got %s", fname, luaL_typename(L, 3));
+  lua_pushvalue(L, 3);
+  int nd = lb_checkshape(L, lua_gettop(L), shape, fname);
+  lua_pop(L, 1);
+  if (nd != 4) luaL_error(L, "%s: argument 3: the input size must have 4 entries, got %d", fname, nd);
+  lark_conv2d_params ps[MAX_KERNELS];
+  int nk = sum_kernels(L, 2, 4, fname, ws, ps);
+  const lark_tensor *cws[MAX_KERNELS];
+  for (int k = 0; k < nk; k++) cws[k] = ws[k];
+  lb_push(L, reference ? lark_dwconv2d_sum_backward_input_reference(gy, nk, cws, shape, ps)
+                       : lark_dwconv2d_sum_backward_input(gy, nk, cws, shape, ps));
+  return 1;
+}
+
+static int l_sum_forward(lua_State *L) { return sum_forward_impl(L, "dwconv2d_sum", false); }
+static int l_sum_forward_ref(lua_State *L) { return sum_forward_impl(L, "dwconv2d_sum_reference", true); }
+static int l_sum_backward_input(lua_State *L) { return sum_backward_input_impl(L, "dwconv2d_sum_backward_input", false); }
+static int l_sum_backward_input_ref(lua_State *L) {
+  return sum_backward_input_impl(L, "dwconv2d_sum_backward_input_reference", true);
+}
+
 static int l_forward(lua_State *L) { return forward_impl(L, "dwconv2d", false); }
 static int l_forward_ref(lua_State *L) { return forward_impl(L, "dwconv2d_reference", true); }
 static int l_backward_input(lua_State *L) { return backward_input_impl(L, "dwconv2d_backward_input", false); }
@@ -153,6 +231,10 @@ void lb_register_dwconv(lua_State *L, int mod, int methods) {
       {"dwconv2d_backward_input_reference", l_backward_input_ref},
       {"dwconv2d_backward_weight", l_backward_weight},
       {"dwconv2d_backward_weight_reference", l_backward_weight_ref},
+      {"dwconv2d_sum", l_sum_forward},
+      {"dwconv2d_sum_reference", l_sum_forward_ref},
+      {"dwconv2d_sum_backward_input", l_sum_backward_input},
+      {"dwconv2d_sum_backward_input_reference", l_sum_backward_input_ref},
       {NULL, NULL}};
   lb_register(L, mod, fns);
   lb_register(L, methods, fns);

@@ -116,4 +116,52 @@ describe("dwconv2d", function()
     expect_error("expected the kernel size", lark.dwconv2d_backward_weight, x, x, "3")
     expect_error("kernel_size must be in [1,", lark.dwconv2d_backward_weight, x, x, 0)
   end)
+
+  it("sums SLaK's decomposed kernels in one pass, equal to the convolutions one at a time", function()
+    math.randomseed(11)
+    -- {N, C, H, W, kernels, per-kernel padding or nil for "same"}
+    local sum_cases = {
+      {2, 3, 12, 11, {{9, 3}, {3, 9}, {3, 3}}},                                 -- a small SLaK triple
+      {1, 2, 32, 32, {{51, 5}, {5, 51}, {5, 5}}},                               -- the real one, 32x32
+      {2, 2, 5, 7, {{7, 3}, {3, 7}}},                                            -- kernels larger than the map
+      {1, 3, 9, 9, {{5, 5}}},                                                    -- one kernel
+      {1, 2, 10, 10, {{3, 3}, {1, 1}}, {{padding = 2, dilation = 2}, {padding = 0}}}, -- dilation: the general path
+    }
+    for _, dtype in ipairs{"float32", "float64"} do
+      -- float32 sums of hundreds of taps in another order: relative errors of 1e-5 where they cancel
+      local tol = dtype == "float64" and 1e-12 or 1e-4
+      for ci, c in ipairs(sum_cases) do
+        local N, C, H, W = c[1], c[2], c[3], c[4]
+        local x = lark.randn(N, C, H, W, {dtype = dtype})
+        local b = lark.randn(C, {dtype = dtype})
+        local ws, opts = {}, {}
+        for k, kk in ipairs(c[5]) do
+          ws[k] = lark.randn(C, 1, kk[1], kk[2], {dtype = dtype})
+          opts[k] = c[6] and c[6][k] or {padding = {kk[1] // 2, kk[2] // 2}}
+        end
+        local y = lark.dwconv2d_sum(x, ws, b, c[6])
+        local expect = lark.dwconv2d_reference(x, ws[1], b, opts[1])
+        for k = 2, #ws do expect = expect + lark.dwconv2d_reference(x, ws[k], nil, opts[k]) end
+        assert_near(y, expect, tol, "forward, case " .. ci .. " " .. dtype)
+        assert_near(lark.dwconv2d_sum_reference(x, ws, b, c[6]), expect, tol)
+        local gy = lark.randn(N, C, y:size(3), y:size(4), {dtype = dtype})
+        local gx = lark.dwconv2d_sum_backward_input(gy, ws, {N, C, H, W}, c[6])
+        local gexpect = lark.dwconv2d_backward_input_reference(gy, ws[1], {N, C, H, W}, opts[1])
+        for k = 2, #ws do gexpect = gexpect + lark.dwconv2d_backward_input_reference(gy, ws[k], {N, C, H, W}, opts[k]) end
+        assert_near(gx, gexpect, tol, "input gradient, case " .. ci .. " " .. dtype)
+      end
+    end
+  end)
+
+  it("says what is wrong with the kernels of a sum", function()
+    local x = lark.randn(1, 2, 8, 8)
+    local w1, w2 = lark.randn(2, 1, 5, 3), lark.randn(2, 1, 3, 5)
+    expect_error("expected a table of kernels", lark.dwconv2d_sum, x, w1)
+    expect_error("expected 1 to 8 kernels, got 0", lark.dwconv2d_sum, x, {})
+    expect_error("every kernel must give the same output size", lark.dwconv2d_sum, x, {w1, w2}, nil,
+      {{padding = {2, 1}}, {padding = 0}})
+    expect_error("expected one options table per kernel (2), got 1", lark.dwconv2d_sum, x, {w1, w2}, nil, {{padding = 1}})
+    expect_error("kernel 2 is float64, expected float32", lark.dwconv2d_sum, x, {w1, w2:double()})
+    expect_error("weight must have shape [2,1,", lark.dwconv2d_sum, x, {w1, lark.randn(3, 1, 3, 5)})
+  end)
 end)

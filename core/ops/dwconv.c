@@ -359,7 +359,8 @@ static int64_t corr_buf_elems(int64_t ho, int64_t wo, int kh, int kw, int vw) {
 static int64_t corr_wz_elems(int kh, int kw) { return (int64_t)(kh + 2 * (MAX_R - 1)) * kw; }
 
 /* corr_plane: out (ho, wo) = bias + correlation of src (hs, ws) with w (kh, kw) (flipped in both
- * dims when flip), src read as zero outside, offset by (pt, pl) (either may be negative: a crop).
+ * dims when flip), src read as zero outside, offset by (pt, pl) (either may be negative: a crop);
+ * with accumulate, out += the correlation instead (bias ignored).
  * P (corr_buf_elems) and wzbuf (corr_wz_elems) are scratch, zeroed before the first plane.
  *
  * Columns: in an output block of V vectors, vector v (columns ow0 + v*VW ...) meets a real column
@@ -369,7 +370,8 @@ static int64_t corr_wz_elems(int kh, int kw) { return (int64_t)(kh + 2 * (MAX_R 
  * padding are skipped at a granularity of one vector (8 floats), not one block. */
 #define DEFINE_CORR_PLANE(T)                                                                                  \
   static void corr_plane_##T(const T *src, int64_t hs, int64_t ws, const T *w, bool flip, int kh, int kw,     \
-                             int64_t pt, int64_t pl, T bias, T *out, int64_t ho, int64_t wo, T *P, T *wzbuf) { \
+                             int64_t pt, int64_t pl, T bias, bool accumulate, T *out, int64_t ho, int64_t wo, \
+                             T *P, T *wzbuf) {                                                                \
     const int vw = VW_##T;                                                                                    \
     const int R = tile_rows(kh);                                                                              \
     int64_t ldp = corr_ldp(wo, kw, vw), rows = ho + kh - 1;                                                   \
@@ -409,10 +411,14 @@ static int64_t corr_wz_elems(int kh, int kw) { return (int64_t)(kh + 2 * (MAX_R 
           /* straight into the output when the tile is whole */                                              \
           bool whole = nr == R && ncols == (int64_t)V * vw;                                                   \
           int64_t je = ty1 > ty0 ? imax64(a[0], b[0]) : a[0];                                                 \
+          if (!whole && accumulate)                                                                           \
+            for (int64_t r = 0; r < nr; r++) memcpy(tile + r * TILE_LD, out + (oh0 + r) * wo + ow0, sizeof(T) * (size_t)ncols); \
           corr_tiles_##T[R - 1][V - 1](P, ldp, ty0, ty1, oh0, wz, kw, a[0], je, ow0,                          \
-                                       whole ? out + oh0 * wo + ow0 : tile, whole ? wo : TILE_LD, true, bias); \
+                                       whole ? out + oh0 * wo + ow0 : tile, whole ? wo : TILE_LD, !accumulate, bias); \
           if (whole) continue;                                                                                \
           ncut = 0;                                                                                           \
+        } else if (accumulate) {                                                                              \
+          for (int64_t r = 0; r < nr; r++) memcpy(tile + r * TILE_LD, out + (oh0 + r) * wo + ow0, sizeof(T) * (size_t)ncols); \
         } else {                                                                                              \
           /* vector stores, as the tile kernel reads them (scalar stores would stall its loads) */          \
           for (int r = 0; r < R; r++)                                                                         \
@@ -541,7 +547,7 @@ static void transpose_float(const float *restrict src, int64_t rows, int64_t col
             transpose_##T(wp, g->kh, g->kw, wT);                                                              \
             sp = sT, wp = wT, dp = oT;                                                                        \
           }                                                                                                   \
-          corr_plane_##T(sp, phs, pws, wp, backward, kh, kw, ppt, ppl, b ? b[c] : (T)0, dp, phd, pwd, P, wz); \
+          corr_plane_##T(sp, phs, pws, wp, backward, kh, kw, ppt, ppl, b ? b[c] : (T)0, false, dp, phd, pwd, P, wz); \
           if (tr) transpose_##T(oT, wd, hd, dst + p_ * hd * wd);                                              \
         }                                                                                                     \
       }                                                                                                       \
@@ -554,6 +560,88 @@ static void transpose_float(const float *restrict src, int64_t rows, int64_t col
 
 DEFINE_FAST_CORR(float)
 DEFINE_FAST_CORR(double)
+
+/* The sum of several correlations of the same plane (SLaK's 51x5 + 5x51 + 5x5), one pass per
+ * plane: the source plane is read once and stays in cache for every kernel, and each kernel adds
+ * into the same output plane (no separate outputs to add up afterwards). gs[k] is the geometry of
+ * kernel k (all give the same output size); wts[k] its weights (C, kh_k, kw_k). Plain kernels
+ * accumulate straight into the output; wide ones (corr_transposed) into its transpose, which is
+ * transposed back once at the end. The bias (forward only) goes in with the first kernel. */
+#define MAX_SUM 8
+#define DEFINE_FAST_SUM(T)                                                                                    \
+  static int fast_sum_##T(const geom *gs, int nk, bool backward, const T *src, const T *const *wts, const T *b, \
+                          T *dst) {                                                                           \
+    const geom *g = &gs[0];                                                                                   \
+    int64_t planes = g->n * g->c;                                                                             \
+    int64_t hs = backward ? g->ho : g->h, ws = backward ? g->wo : g->w;                                       \
+    int64_t hd = backward ? g->h : g->ho, wd = backward ? g->w : g->wo;                                       \
+    bool tr[MAX_SUM], any_tr = false;                                                                         \
+    int64_t pt[MAX_SUM], pl[MAX_SUM], work = 0, maxtaps = 0;                                                  \
+    for (int k = 0; k < nk; k++) {                                                                            \
+      const geom *q = &gs[k];                                                                                 \
+      pt[k] = backward ? q->kh - 1 - q->pt : q->pt;                                                           \
+      pl[k] = backward ? q->kw - 1 - q->pl : q->pl;                                                           \
+      tr[k] = corr_transposed(hd, wd, q->kh, q->kw, VW_##T);                                                  \
+      any_tr |= tr[k];                                                                                        \
+      work += hd * wd * q->kh * q->kw;                                                                        \
+      maxtaps = imax64(maxtaps, (int64_t)q->kh * q->kw);                                                      \
+    }                                                                                                         \
+    int failed = 0;                                                                                           \
+    _Pragma("omp parallel if (worth_threads(planes, work))")                                                  \
+    {                                                                                                         \
+      T *P[MAX_SUM] = {0}, *wz[MAX_SUM] = {0};                                                                \
+      T *sT = any_tr ? malloc(sizeof(T) * (size_t)(hs * ws + hd * wd + maxtaps)) : NULL;                      \
+      bool ok = !any_tr || sT;                                                                                \
+      for (int k = 0; k < nk && ok; k++) {                                                                    \
+        int kh = tr[k] ? gs[k].kw : gs[k].kh, kw = tr[k] ? gs[k].kh : gs[k].kw;                               \
+        int64_t phd = tr[k] ? wd : hd, pwd = tr[k] ? hd : wd;                                                 \
+        size_t np = (size_t)corr_buf_elems(phd, pwd, kh, kw, VW_##T), nw = (size_t)corr_wz_elems(kh, kw);    \
+        P[k] = calloc(np, sizeof(T));                                                                         \
+        wz[k] = calloc(nw, sizeof(T));                                                                        \
+        ok = P[k] && wz[k];                                                                                   \
+      }                                                                                                       \
+      if (!ok) {                                                                                              \
+        _Pragma("omp atomic write") failed = 1;                                                               \
+      } else {                                                                                                \
+        T *oT = any_tr ? sT + hs * ws : NULL, *wT = any_tr ? oT + hd * wd : NULL;                             \
+        _Pragma("omp for schedule(static)")                                                                   \
+        for (int64_t p_ = 0; p_ < planes; p_++) {                                                             \
+          int64_t c = p_ % g->c;                                                                              \
+          const T *sp = src + p_ * hs * ws;                                                                   \
+          T *dp = dst + p_ * hd * wd, bias = b ? b[c] : (T)0;                                                 \
+          bool first = true;                                                                                  \
+          for (int k = 0; k < nk; k++) {                                                                      \
+            if (tr[k]) continue;                                                                              \
+            const geom *q = &gs[k];                                                                           \
+            corr_plane_##T(sp, hs, ws, wts[k] + c * q->kh * q->kw, backward, q->kh, q->kw, pt[k], pl[k], bias, \
+                           !first, dp, hd, wd, P[k], wz[k]);                                                  \
+            first = false;                                                                                    \
+          }                                                                                                   \
+          if (!any_tr) continue;                                                                              \
+          transpose_##T(sp, hs, ws, sT);                                                                      \
+          if (!first) transpose_##T(dp, hd, wd, oT);                                                          \
+          for (int k = 0; k < nk; k++) {                                                                      \
+            if (!tr[k]) continue;                                                                             \
+            const geom *q = &gs[k];                                                                           \
+            transpose_##T(wts[k] + c * q->kh * q->kw, q->kh, q->kw, wT);                                      \
+            corr_plane_##T(sT, ws, hs, wT, backward, q->kw, q->kh, pl[k], pt[k], bias, !first, oT, wd, hd,     \
+                           P[k], wz[k]);                                                                      \
+            first = false;                                                                                    \
+          }                                                                                                   \
+          transpose_##T(oT, wd, hd, dp);                                                                      \
+        }                                                                                                     \
+      }                                                                                                       \
+      for (int k = 0; k < nk; k++) {                                                                          \
+        free(P[k]);                                                                                           \
+        free(wz[k]);                                                                                          \
+      }                                                                                                       \
+      free(sT);                                                                                               \
+    }                                                                                                         \
+    return failed ? LARK_ERR_NOMEM : 0;                                                                       \
+  }
+
+DEFINE_FAST_SUM(float)
+DEFINE_FAST_SUM(double)
 
 /* Weight gradient, stride 1, dilation 1. gw[c][i][j] = sum_n sum_{oh,ow} G[oh][ow] * P[oh+i][ow+j]
  * with P the zero-bordered input plane and G the grad_out plane. A block of I kernel rows x J
@@ -861,4 +949,193 @@ lark_tensor *lark_dwconv2d_backward_weight(const lark_tensor *grad_out, const la
 lark_tensor *lark_dwconv2d_backward_weight_reference(const lark_tensor *grad_out, const lark_tensor *input,
                                                      const lark_conv2d_params *p) {
   return dwconv_backward_weight("dwconv2d_backward_weight_reference", true, grad_out, input, p);
+}
+
+/* ---- sums of depth-wise convolutions on the same input (SLaK's decomposed kernel) --------------- */
+
+/* Validates the nk kernels against a map of (c, h, w) channels: every one (C, 1, kh_k, kw_k) of
+ * dtype dt, all giving the same output (ho, wo). */
+static int check_sum_kernels(const char *op, int nk, const lark_tensor *const weights[], const lark_conv2d_params p[],
+                             int64_t c, int64_t h, int64_t w, lark_dtype dt, int64_t *ho, int64_t *wo) {
+  if (nk < 1 || nk > MAX_SUM)
+    return lark_set_error(LARK_ERR_ARG, "%s: expected 1 to %d kernels, got %d", op, MAX_SUM, nk);
+  if (!weights || !p) return lark_set_error(LARK_ERR_ARG, "%s: weights or params is NULL", op);
+  for (int k = 0; k < nk; k++) {
+    int64_t kho, kwo;
+    int rc = check_params(op, &p[k]);
+    if (rc || (rc = check_weight(op, weights[k], c, &p[k]))) return rc;
+    if (weights[k]->dtype != dt)
+      return lark_set_error(LARK_ERR_DTYPE, "%s: kernel %d is %s, expected %s like the input", op, k + 1,
+                            lark_dtype_name(weights[k]->dtype), lark_dtype_name(dt));
+    if ((rc = lark_conv2d_output_size(op, h, w, &p[k], &kho, &kwo))) return rc;
+    if (k == 0) {
+      *ho = kho, *wo = kwo;
+    } else if (kho != *ho || kwo != *wo) {
+      return lark_set_error(LARK_ERR_SHAPE,
+                            "%s: every kernel must give the same output size: kernel 1 gives %lldx%lld, kernel %d "
+                            "(%dx%d) gives %lldx%lld",
+                            op, (long long)*ho, (long long)*wo, k + 1, p[k].kh, p[k].kw, (long long)kho, (long long)kwo);
+    }
+  }
+  return 0;
+}
+
+/* acc += t, both contiguous of the same dtype and size */
+static void add_into(lark_tensor *acc, const lark_tensor *t) {
+  int64_t n = lark_numel(acc);
+  if (acc->dtype == LARK_FLOAT32) {
+    float *a = lark_data_ptr(acc);
+    const float *b = lark_data_ptr(t);
+    for (int64_t i = 0; i < n; i++) a[i] += b[i];
+  } else {
+    double *a = lark_data_ptr(acc);
+    const double *b = lark_data_ptr(t);
+    for (int64_t i = 0; i < n; i++) a[i] += b[i];
+  }
+}
+
+static lark_tensor *dwconv_sum_forward(const char *op, bool reference, const lark_tensor *input, int nk,
+                                       const lark_tensor *const weights[], const lark_tensor *bias,
+                                       const lark_conv2d_params p[]) {
+  if (check_tensor(op, input, "input", 4)) return NULL;
+  int64_t n = input->shape[0], c = input->shape[1], h = input->shape[2], w = input->shape[3], ho, wo;
+  if (check_sum_kernels(op, nk, weights, p, c, h, w, input->dtype, &ho, &wo)) return NULL;
+  bool fast = !reference;
+  for (int k = 0; k < nk; k++) fast = fast && is_fast(&p[k]);
+  if (!fast) {
+    /* one convolution at a time, added up: the reference, and the route for strides and dilations */
+    lark_tensor *out = NULL;
+    for (int k = 0; k < nk; k++) {
+      lark_tensor *t = dwconv_forward(op, reference, input, weights[k], k == 0 ? bias : NULL, &p[k]);
+      if (!t) {
+        lark_tensor_release(out);
+        return NULL;
+      }
+      if (out) {
+        add_into(out, t);
+        lark_tensor_release(t);
+      } else {
+        out = t;
+      }
+    }
+    return out;
+  }
+  if (bias) {
+    if (check_tensor(op, bias, "bias", 1) || check_same_dtype(op, input, "input", bias, "bias")) return NULL;
+    if (bias->shape[0] != c) {
+      lark_set_error(LARK_ERR_SHAPE, "%s: bias must have %lld elements (one per channel), got %lld", op,
+                     (long long)c, (long long)bias->shape[0]);
+      return NULL;
+    }
+  }
+  lark_tensor *out = lark_empty(4, (int64_t[]){n, c, ho, wo}, input->dtype, NULL);
+  if (!out || lark_numel(out) == 0) return out;
+  lark_tensor *ops[MAX_SUM + 2] = {lark_contiguous(input), bias ? lark_contiguous(bias) : NULL};
+  bool ok = ops[0] && (!bias || ops[1]);
+  for (int k = 0; k < nk; k++) ok = (ops[2 + k] = lark_contiguous(weights[k])) && ok;
+  geom gs[MAX_SUM];
+  for (int k = 0; k < nk; k++) gs[k] = make_geom(n, c, h, w, ho, wo, &p[k]);
+  int rc = ok ? 0 : lark_error_code();
+  if (ok && input->dtype == LARK_FLOAT32) {
+    const float *wts[MAX_SUM];
+    for (int k = 0; k < nk; k++) wts[k] = lark_data_ptr(ops[2 + k]);
+    rc = fast_sum_float(gs, nk, false, lark_data_ptr(ops[0]), wts, bias ? lark_data_ptr(ops[1]) : NULL, lark_data_ptr(out));
+  } else if (ok) {
+    const double *wts[MAX_SUM];
+    for (int k = 0; k < nk; k++) wts[k] = lark_data_ptr(ops[2 + k]);
+    rc = fast_sum_double(gs, nk, false, lark_data_ptr(ops[0]), wts, bias ? lark_data_ptr(ops[1]) : NULL, lark_data_ptr(out));
+  }
+  release_all(nk + 2, ops);
+  if (rc) {
+    if (ok) lark_set_error(rc, "%s: out of memory for the scratch buffers", op);
+    lark_tensor_release(out);
+    return NULL;
+  }
+  return out;
+}
+
+static lark_tensor *dwconv_sum_backward_input(const char *op, bool reference, const lark_tensor *grad_out, int nk,
+                                              const lark_tensor *const weights[], const int64_t input_shape[4],
+                                              const lark_conv2d_params p[]) {
+  if (check_tensor(op, grad_out, "grad_out", 4)) return NULL;
+  if (!input_shape) {
+    lark_set_error(LARK_ERR_ARG, "%s: input_shape is NULL", op);
+    return NULL;
+  }
+  int64_t n = input_shape[0], c = input_shape[1], h = input_shape[2], w = input_shape[3], ho, wo;
+  if (n < 0 || c < 0 || h < 0 || w < 0) {
+    char buf[128];
+    lark_set_error(LARK_ERR_SHAPE, "%s: input_shape must be non-negative, got %s", op,
+                   lark_shape_str(4, input_shape, buf, sizeof buf));
+    return NULL;
+  }
+  if (check_sum_kernels(op, nk, weights, p, c, h, w, grad_out->dtype, &ho, &wo)) return NULL;
+  bool fast = !reference;
+  for (int k = 0; k < nk; k++) fast = fast && is_fast(&p[k]);
+  if (!fast) {
+    lark_tensor *gx = NULL;
+    for (int k = 0; k < nk; k++) {
+      lark_tensor *t = dwconv_backward_input(op, reference, grad_out, weights[k], input_shape, &p[k]);
+      if (!t) {
+        lark_tensor_release(gx);
+        return NULL;
+      }
+      if (gx) {
+        add_into(gx, t);
+        lark_tensor_release(t);
+      } else {
+        gx = t;
+      }
+    }
+    return gx;
+  }
+  if (grad_out->shape[0] != n || grad_out->shape[1] != c || grad_out->shape[2] != ho || grad_out->shape[3] != wo) {
+    char b1[128], b2[128], b3[128];
+    lark_set_error(LARK_ERR_SHAPE, "%s: grad_out must have shape %s (the output of input %s), got %s", op,
+                   lark_shape_str(4, (int64_t[]){n, c, ho, wo}, b1, sizeof b1), lark_shape_str(4, input_shape, b2, sizeof b2),
+                   lark_shape_str(4, grad_out->shape, b3, sizeof b3));
+    return NULL;
+  }
+  lark_tensor *gx = lark_empty(4, input_shape, grad_out->dtype, NULL);
+  if (!gx || lark_numel(gx) == 0) return gx;
+  lark_tensor *ops[MAX_SUM + 1] = {lark_contiguous(grad_out)};
+  bool ok = ops[0] != NULL;
+  for (int k = 0; k < nk; k++) ok = (ops[1 + k] = lark_contiguous(weights[k])) && ok;
+  geom gs[MAX_SUM];
+  for (int k = 0; k < nk; k++) gs[k] = make_geom(n, c, h, w, ho, wo, &p[k]);
+  int rc = ok ? 0 : lark_error_code();
+  if (ok && grad_out->dtype == LARK_FLOAT32) {
+    const float *wts[MAX_SUM];
+    for (int k = 0; k < nk; k++) wts[k] = lark_data_ptr(ops[1 + k]);
+    rc = fast_sum_float(gs, nk, true, lark_data_ptr(ops[0]), wts, NULL, lark_data_ptr(gx));
+  } else if (ok) {
+    const double *wts[MAX_SUM];
+    for (int k = 0; k < nk; k++) wts[k] = lark_data_ptr(ops[1 + k]);
+    rc = fast_sum_double(gs, nk, true, lark_data_ptr(ops[0]), wts, NULL, lark_data_ptr(gx));
+  }
+  release_all(nk + 1, ops);
+  if (rc) {
+    if (ok) lark_set_error(rc, "%s: out of memory for the scratch buffers", op);
+    lark_tensor_release(gx);
+    return NULL;
+  }
+  return gx;
+}
+
+lark_tensor *lark_dwconv2d_sum_forward(const lark_tensor *input, int nk, const lark_tensor *const weights[],
+                                       const lark_tensor *bias, const lark_conv2d_params p[]) {
+  return dwconv_sum_forward("dwconv2d_sum", false, input, nk, weights, bias, p);
+}
+lark_tensor *lark_dwconv2d_sum_forward_reference(const lark_tensor *input, int nk, const lark_tensor *const weights[],
+                                                 const lark_tensor *bias, const lark_conv2d_params p[]) {
+  return dwconv_sum_forward("dwconv2d_sum_reference", true, input, nk, weights, bias, p);
+}
+lark_tensor *lark_dwconv2d_sum_backward_input(const lark_tensor *grad_out, int nk, const lark_tensor *const weights[],
+                                              const int64_t input_shape[4], const lark_conv2d_params p[]) {
+  return dwconv_sum_backward_input("dwconv2d_sum_backward_input", false, grad_out, nk, weights, input_shape, p);
+}
+lark_tensor *lark_dwconv2d_sum_backward_input_reference(const lark_tensor *grad_out, int nk,
+                                                        const lark_tensor *const weights[],
+                                                        const int64_t input_shape[4], const lark_conv2d_params p[]) {
+  return dwconv_sum_backward_input("dwconv2d_sum_backward_input_reference", true, grad_out, nk, weights, input_shape, p);
 }

@@ -52,6 +52,23 @@ lark_tensor *lark_dwconv2d_backward_input_reference(const lark_tensor *grad_out,
 lark_tensor *lark_dwconv2d_backward_weight_reference(const lark_tensor *grad_out, const lark_tensor *input,
                                                      const lark_conv2d_params *p);
 
+/* SLaK's decomposed kernel: nk (1..8) depth-wise kernels on the same input, summed, in one pass
+ * over each plane (51x5 + 5x51 + 5x5 read the input once and write one output):
+ *     out (N, C, Ho, Wo) = bias (C) or NULL + sum_k dwconv(input (N, C, H, W), weights[k] (C, 1, kh_k, kw_k), p[k])
+ * Every kernel must give the same output size (SLaK pads each (kh_k//2, kw_k//2)). */
+lark_tensor *lark_dwconv2d_sum_forward(const lark_tensor *input, int nk, const lark_tensor *const weights[],
+                                       const lark_tensor *bias, const lark_conv2d_params p[]);
+/* grad_input (N, C, H, W) of that sum: sum_k dwconv2d_backward_input(grad_out, weights[k], p[k]), one
+ * pass. (Each kernel's weight gradient is lark_dwconv2d_backward_weight(grad_out, input, &p[k]).) */
+lark_tensor *lark_dwconv2d_sum_backward_input(const lark_tensor *grad_out, int nk, const lark_tensor *const weights[],
+                                              const int64_t input_shape[4], const lark_conv2d_params p[]);
+/* The same, one reference convolution at a time, added up. */
+lark_tensor *lark_dwconv2d_sum_forward_reference(const lark_tensor *input, int nk, const lark_tensor *const weights[],
+                                                 const lark_tensor *bias, const lark_conv2d_params p[]);
+lark_tensor *lark_dwconv2d_sum_backward_input_reference(const lark_tensor *grad_out, int nk,
+                                                        const lark_tensor *const weights[],
+                                                        const int64_t input_shape[4], const lark_conv2d_params p[]);
+
 #ifdef __cplusplus
 }
 #endif

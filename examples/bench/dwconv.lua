@@ -5,7 +5,7 @@
 --
 -- Input (8, 384, R, R) float32, NCHW, groups = channels, padding K//2, stride 1, no bias; R in
 -- {16, 32, 56} and K in {3, 5, 7, 13, 31, 51} unless --R / --K pick one; the SLaK triple
--- (51x5 + 5x51 + 5x5 on the same input) at R in {32, 56}. GFLOP/s count every tap (2 flops per
+-- (51x5 + 5x51 + 5x5 on the same input, summed: lark.dwconv2d_sum) at R in {32, 56}. GFLOP/s count every tap (2 flops per
 -- multiply-add, as CPU-ANCHORS.md does); "floor" is the time at the 2-core FMA peak (204 GFLOP/s)
 -- for the taps that touch real input. PyTorch runs F.conv2d and aten.convolution_backward (what
 -- autograd calls) with the same thread count. Medians of --reps runs after a warm-up.
@@ -91,21 +91,16 @@ for _, c in ipairs(cases) do
     floor_flops = floor_flops + 2 * N * C * real_taps(R, k[1], k[2])
   end
   local size = {N, C, R, R}
+  local ws, ps = {}, {}
+  for i, k in ipairs(ks) do ws[i], ps[i] = k.w, k.p end
+  -- several kernels: the fused sum (one pass over each plane, one output)
   local function fwd()
-    local y
-    for _, k in ipairs(ks) do
-      local o = lark.dwconv2d(x, k.w, nil, k.p)
-      if y then y = y + o; o:free() else y = o end
-    end
-    y:free()
+    if #ks > 1 then return lark.dwconv2d_sum(x, ws, nil, ps):free() end
+    lark.dwconv2d(x, ks[1].w, nil, ks[1].p):free()
   end
   local function bwd_d()
-    local g
-    for _, k in ipairs(ks) do
-      local o = lark.dwconv2d_backward_input(gy, k.w, size, k.p)
-      if g then g = g + o; o:free() else g = o end
-    end
-    g:free()
+    if #ks > 1 then return lark.dwconv2d_sum_backward_input(gy, ws, size, ps):free() end
+    lark.dwconv2d_backward_input(gy, ks[1].w, size, ks[1].p):free()
   end
   local function bwd_w()
     for _, k in ipairs(ks) do lark.dwconv2d_backward_weight(gy, x, {k.kh, k.kw}, k.p):free() end
