@@ -1,45 +1,14 @@
 -- conv_spec.lua: F.conv2d (im2col + GEMM, core/ops/conv.c) against its plain 7-deep reference
 -- loops and against PyTorch (outputs and the gradients of input, weight and bias), float64
 -- gradchecks, awkward inputs (views, empty batch, 1x1 kernels), the argument errors; and F.linear.
+local run_torch = run_python_numbers -- spec/helper.lua
 local F = require "lark.nn.functional"
 
-local PYTHON = "/usr/bin/python3"
 
-local function have_torch()
-  local p = io.popen(PYTHON .. " -c 'import torch; print(torch.__version__)' 2>/dev/null")
-  local v = p and p:read("l")
-  if p then p:close() end
-  return v ~= nil
-end
 
 -- A Python list literal of a tensor's values (nested like its shape), exact in float64.
-local function pylist(t)
-  local function rec(x)
-    if type(x) ~= "table" then return string.format("%.17g", x) end
-    local parts = {}
-    for i = 1, #x do parts[i] = rec(x[i]) end
-    return "[" .. table.concat(parts, ",") .. "]"
-  end
-  return rec(t:double():table())
-end
 
 -- Runs a Python script; returns its output lines, each parsed as a list of numbers.
-local function run_torch(script)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(script)
-  f:close()
-  local p = io.popen(PYTHON .. " " .. path .. " 2>&1")
-  local lines = {}
-  for line in p:lines() do
-    local nums = {}
-    for w in line:gmatch("%S+") do nums[#nums + 1] = tonumber(w) or w end
-    lines[#lines + 1] = nums
-  end
-  p:close()
-  os.remove(path)
-  return lines
-end
 
 -- {input shape, weight shape, opts, bias?}
 local cases = {

@@ -217,3 +217,66 @@ end
 
 --- assert_error_match(fn, pattern): expect_error with the arguments the other way round.
 function assert_error_match(fn, pattern) return expect_error(pattern, fn) end
+
+-- ---- PyTorch, for parity specs (Debian's python3-torch, run as /usr/bin/python3) --------------------
+
+PYTHON = "/usr/bin/python3"
+
+local torch_checked, torch_present
+--- have_torch(): whether /usr/bin/python3 can import torch (checked once per run). Parity specs call
+-- pending() and return when it cannot.
+function have_torch()
+  if not torch_checked then
+    local p = io.popen(PYTHON .. " -c 'import torch; print(torch.__version__)' 2>/dev/null")
+    local v = p and p:read("l")
+    if p then p:close() end
+    torch_checked, torch_present = true, v ~= nil
+  end
+  return torch_present
+end
+
+--- pylist(t): a Python list literal of a tensor's values, nested like its shape, exact in float64.
+function pylist(t)
+  local function rec(x)
+    if type(x) ~= "table" then return string.format("%.17g", x) end
+    local parts = {}
+    for i = 1, #x do parts[i] = rec(x[i]) end
+    return "[" .. table.concat(parts, ",") .. "]"
+  end
+  return rec(t:double():table())
+end
+
+--- values_of(t): a tensor's values, flattened, as exact decimal strings ("%.17g").
+function values_of(t)
+  local out = {}
+  local f = t:double():contiguous():view(-1):table()
+  for i = 1, #f do out[i] = string.format("%.17g", f[i]) end
+  return out
+end
+
+--- run_python(script): runs a Python script with /usr/bin/python3; returns its output lines (stdout
+-- and stderr together, so a Python error shows up in the assertion that reads them).
+function run_python(script)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(script)
+  f:close()
+  local p = io.popen(PYTHON .. " " .. path .. " 2>&1")
+  local lines = {}
+  for line in p:lines() do lines[#lines + 1] = line end
+  p:close()
+  os.remove(path)
+  return lines
+end
+
+--- run_python_numbers(script): run_python, each line split on spaces into numbers (words that are
+-- not numbers kept as strings).
+function run_python_numbers(script)
+  local lines = run_python(script)
+  for i, line in ipairs(lines) do
+    local nums = {}
+    for w in line:gmatch("%S+") do nums[#nums + 1] = tonumber(w) or w end
+    lines[i] = nums
+  end
+  return lines
+end

@@ -3,9 +3,9 @@
 -- and mse_loss): plain Lua references, float64 finite-difference gradient checks of every
 -- differentiable input, PyTorch parity (outputs, every gradient and the running statistics) in
 -- float64 and float32, and the error messages.
+local run_torch = run_python -- spec/helper.lua
 local F = require "lark.nn.functional"
 
-local PYTHON = "/usr/bin/python3"
 
 local function leaf(t, dtype)
   local x = lark.is_tensor(t) and t or lark.tensor(t, {dtype = dtype or "float64"})
@@ -321,32 +321,8 @@ end)
 
 -- ---- PyTorch parity ------------------------------------------------------------------------------
 
-local function have_torch()
-  local p = io.popen(PYTHON .. " -c 'import torch; print(torch.__version__)' 2>/dev/null")
-  local v = p and p:read("l")
-  if p then p:close() end
-  return v ~= nil
-end
 
-local function values_of(t)
-  local out = {}
-  local f = t:double():contiguous():view(-1):table()
-  for i = 1, #f do out[i] = string.format("%.17g", f[i]) end
-  return out
-end
 
-local function run_torch(script)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(script)
-  f:close()
-  local p = io.popen(PYTHON .. " " .. path .. " 2>&1")
-  local lines = {}
-  for line in p:lines() do lines[#lines + 1] = line end
-  p:close()
-  os.remove(path)
-  return lines
-end
 
 -- Each case: inputs {name, shape, kind} with kind "grad" (random, requires grad), "pos" (positive
 -- buffer), "buf" (buffer), "class:C" (1-based classes in [1, C]), "prob" (rows summing to 1,

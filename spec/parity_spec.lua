@@ -1,15 +1,9 @@
 -- parity_spec.lua: lark against PyTorch (Debian's python3-torch, run as /usr/bin/python3) on the
 -- same random inputs: every output and every input gradient, in float64 (relative error 1e-10)
 -- and float32 (1e-5). Each case is a lark function and the same computation written for torch.
+local run_torch = run_python -- spec/helper.lua
 
-local PYTHON = "/usr/bin/python3"
 
-local function have_torch()
-  local p = io.popen(PYTHON .. " -c 'import torch; print(torch.__version__)' 2>/dev/null")
-  local v = p and p:read("l")
-  if p then p:close() end
-  return v ~= nil
-end
 
 -- {name, shapes of the inputs, lark fn, torch expression over a, b, c; positive = inputs > 0}
 local cases = {
@@ -47,25 +41,7 @@ local cases = {
   end, "a.gather(1, torch.tensor([[0, 3], [1, 1], [2, 0]]))"},
 }
 
-local function values_of(t)
-  local out = {}
-  local flat = t:double():contiguous():view(-1):table()
-  for i = 1, #flat do out[i] = string.format("%.17g", flat[i]) end
-  return out
-end
 
-local function run_torch(script)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(script)
-  f:close()
-  local p = io.popen(PYTHON .. " " .. path .. " 2>&1")
-  local lines = {}
-  for line in p:lines() do lines[#lines + 1] = line end
-  p:close()
-  os.remove(path)
-  return lines
-end
 
 describe("parity with PyTorch", function()
   if not have_torch() then

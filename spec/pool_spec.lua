@@ -2,43 +2,12 @@
 -- against Lua loops of their definitions and against PyTorch (outputs and input gradients),
 -- float64 gradchecks and the argument errors; F.dropout and F.drop_path statistically, their
 -- seeding and their edge cases.
+local run_torch = run_python_numbers -- spec/helper.lua
 local F = require "lark.nn.functional"
 
-local PYTHON = "/usr/bin/python3"
 
-local function have_torch()
-  local p = io.popen(PYTHON .. " -c 'import torch; print(torch.__version__)' 2>/dev/null")
-  local v = p and p:read("l")
-  if p then p:close() end
-  return v ~= nil
-end
 
-local function pylist(t)
-  local function rec(x)
-    if type(x) ~= "table" then return string.format("%.17g", x) end
-    local parts = {}
-    for i = 1, #x do parts[i] = rec(x[i]) end
-    return "[" .. table.concat(parts, ",") .. "]"
-  end
-  return rec(t:double():table())
-end
 
-local function run_torch(script)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(script)
-  f:close()
-  local p = io.popen(PYTHON .. " " .. path .. " 2>&1")
-  local lines = {}
-  for line in p:lines() do
-    local nums = {}
-    for w in line:gmatch("%S+") do nums[#nums + 1] = tonumber(w) or w end
-    lines[#lines + 1] = nums
-  end
-  p:close()
-  os.remove(path)
-  return lines
-end
 
 local function pair(v)
   if type(v) == "table" then return v[1], v[2] end
