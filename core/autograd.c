@@ -213,6 +213,19 @@ static int accumulate(lark_tensor **acc, lark_tensor *g) {
   return 0;
 }
 
+/* A leaf's .grad: a dense tensor of its own, as PyTorch stores it. Gradients often arrive as views
+ * (the transpose in linear's backward, an expanded sum), and optimisers and users write into .grad
+ * and expect it contiguous. */
+static int accumulate_leaf(lark_tensor **acc, lark_tensor *g) {
+  if (!*acc && !lark_is_contiguous(g)) {
+    lark_tensor *c = lark_contiguous(g);
+    lark_tensor_release(g);
+    if (!c) return lark_error_code();
+    g = c;
+  }
+  return accumulate(acc, g);
+}
+
 /* The input's gradient as its own dtype and shape (broadcast dims summed away). */
 static lark_tensor *fit_input(lark_node *n, int i, lark_tensor *g) {
   lark_tensor *s = lark_sum_to(g, n->in_ndim[i], n->in_shape[i]);
@@ -262,7 +275,7 @@ int lark_backward(lark_tensor *root, const lark_tensor *grad, bool retain_graph,
         if (inputs[i] == root) grads_out[i] = lark_tensor_retain(g0);
       lark_tensor_release(g0);
     } else {
-      rc = accumulate(&root->grad, g0);
+      rc = accumulate_leaf(&root->grad, g0);
     }
     grad_disabled = was;
     return rc;
@@ -336,7 +349,7 @@ int lark_backward(lark_tensor *root, const lark_tensor *grad, bool retain_graph,
           (void)wanted;
           lark_tensor_release(gi);
         } else {
-          rc = accumulate(&leaf->grad, gi);
+          rc = accumulate_leaf(&leaf->grad, gi);
         }
       } else {
         lark_tensor_release(gi);
