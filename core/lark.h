@@ -349,7 +349,168 @@ bool lark_cuda_is_available(void);  /* built with CUDA and a device answers */
 int lark_cuda_device_count(void);
 int lark_cuda_synchronize(void);
 
+/* ---- optimizer updates (core/ops/optim.c) --------------------------------------------------- */
+
+/* Fused in-place updates of a list of n parameters: one call per step and parameter group, the
+ * loop over tensors in C, OpenMP over the elements of big tensors. Every parameter, grad and state
+ * tensor is a contiguous float32 or float64 CPU tensor (a non-contiguous grad is read through a
+ * copy); a parameter's grad and state have its shape and dtype, and different parameters may
+ * differ. Errors name a parameter by names[i] when the args give names, else by its 0-based
+ * index; a CUDA tensor gives "<op>: not implemented for cuda:N". Either every parameter is updated
+ * or, on an error, none. Each function has a _reference twin: the plain double-precision loop,
+ * single-threaded, kept as what the fast kernels are tested against. */
+
+typedef struct {
+  double lr, momentum, dampening, weight_decay;
+  bool nesterov;             /* needs momentum > 0 and dampening == 0 */
+  bool maximize;             /* ascend: the gradient's sign is flipped */
+  const char *const *names;  /* n parameter names for error messages, or NULL */
+} lark_sgd_args;
+
+/* PyTorch's SGD: d = g + wd * p; with momentum != 0, buf = momentum * buf + (1 - dampening) * d
+ * (buf = d on its first step) and d = nesterov ? d + momentum * buf : buf; then p -= lr * d.
+ * momentum_buffers (n entries, may be NULL when momentum == 0): a NULL entry is a parameter's
+ * first step; a new buffer is made and stored there, a reference the caller then owns. */
+int lark_sgd_step_(int n, lark_tensor *const *params, lark_tensor *const *grads, lark_tensor **momentum_buffers,
+                   const lark_sgd_args *args);
+int lark_sgd_step_reference_(int n, lark_tensor *const *params, lark_tensor *const *grads,
+                             lark_tensor **momentum_buffers, const lark_sgd_args *args);
+
+typedef struct {
+  double lr, beta1, beta2, eps, weight_decay;
+  bool amsgrad;
+  bool maximize;
+  const char *const *names;  /* n parameter names for error messages, or NULL */
+} lark_adamw_args;
+
+/* PyTorch's AdamW (decoupled weight decay): p *= 1 - lr * wd; m = beta1 m + (1 - beta1) g;
+ * v = beta2 v + (1 - beta2) g^2; (amsgrad: vmax = max(vmax, v), used for v below);
+ * p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), t = steps[i] (this update's
+ * 1-based count for parameter i). exp_avg, exp_avg_sq and (amsgrad only) max_exp_avg_sq hold n
+ * entries; NULL entries get new zero tensors, references the caller then owns. */
+int lark_adamw_step_(int n, lark_tensor *const *params, lark_tensor *const *grads, lark_tensor **exp_avg,
+                     lark_tensor **exp_avg_sq, lark_tensor **max_exp_avg_sq, const int64_t *steps,
+                     const lark_adamw_args *args);
+int lark_adamw_step_reference_(int n, lark_tensor *const *params, lark_tensor *const *grads, lark_tensor **exp_avg,
+                               lark_tensor **exp_avg_sq, lark_tensor **max_exp_avg_sq, const int64_t *steps,
+                               const lark_adamw_args *args);
+
+/* dst[i] = lerp(dst[i], src[i], weight) = dst + weight * (src - dst) (torch.lerp's formula) for
+ * float tensors, dst[i] = src[i] for integer and bool ones: an EMA update with weight = 1 - decay.
+ * Same shapes and dtypes pairwise; names (n, or NULL) for error messages. */
+int lark_lerp_list_(int n, lark_tensor *const *dst, lark_tensor *const *src, double weight, const char *const *names);
+int lark_lerp_list_reference_(int n, lark_tensor *const *dst, lark_tensor *const *src, double weight,
+                              const char *const *names);
+
+/* The p-norm of all elements of n float tensors taken together (p > 0, or INFINITY for the max
+ * absolute value), accumulated in double; NaN if any element is NaN. */
+int lark_total_norm(int n, lark_tensor *const *ts, double p, double *out);
+/* torch.nn.utils.clip_grad_norm_: total = lark_total_norm(grads, p); when max_norm / (total + 1e-6)
+ * is below 1, every grad is scaled by it in place. *total_norm (may be NULL) gets the norm. */
+int lark_clip_grad_norm_(int n, lark_tensor *const *grads, double max_norm, double p, double *total_norm);
+
 #ifdef __cplusplus
 }
 #endif
 #endif /* LARK_H */
+
+/* ---- data readers (core/io/...) ------------------------------------------------------------- */
+/* File readers (core/io/idx.c, core/io/digits_csv.c), batch transforms (core/io/transform.c) and the
+ * prefetching batch loader (core/io/loader.c) behind lark.data. Kept apart from the rest of this
+ * header, with its own guard. */
+#ifndef LARK_DATA_API_H
+#define LARK_DATA_API_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* An IDX file (MNIST, Fashion-MNIST), plain or gzip: a uint8 tensor of the file's shape, its first
+ * dim cut to max_records when 0 <= max_records < that dim (max_records < 0: everything). Errors name
+ * the file and the fault: missing, bad magic, unsupported dtype byte, truncated header or data,
+ * trailing garbage (checked when the whole file is read), corrupt gzip stream. */
+lark_tensor *lark_read_idx(const char *path, int64_t max_records);
+
+/* sklearn's digits.csv(.gz): lines of 64 pixels (0..16) and a label (0..9). *images: float32
+ * (N, 8, 8) divided by 16; *labels: int64 (N), label + label_base. Malformed lines are errors naming
+ * the line. Returns 0 or an error (both outputs NULL then). */
+int lark_read_digits_csv(const char *path, int64_t label_base, lark_tensor **images, lark_tensor **labels);
+
+/* Scalar draws on random.c's Philox scheme (one counter per draw; offset advances by 1): uniform in
+ * [0, 1), an integer in [0, range), a standard normal, Beta(a, b). */
+double lark_gen_uniform(lark_generator *g);
+int64_t lark_gen_randint(lark_generator *g, int64_t range);
+double lark_gen_normal(lark_generator *g);
+double lark_gen_beta(lark_generator *g, double a, double b);
+
+/* The seed of stream `stream` of epoch `epoch` under a loader seed (stream 0: the epoch's order;
+ * stream b + 1: batch b's transforms). */
+#define LARK_DATA_STREAM_ORDER 0
+uint64_t lark_data_stream_seed(uint64_t seed, uint64_t epoch, uint64_t stream);
+/* out (n) = a permutation of 0..n-1 by Fisher-Yates, seeded from (seed, epoch). */
+int lark_data_permutation(int64_t n, uint64_t seed, uint64_t epoch, int64_t *out);
+
+#define LARK_DATA_MAX_CHANNELS 64
+
+/* Batch transforms, applied in this order: conversion to float32 times `scale`, random crop after
+ * zero padding, horizontal flip, normalisation, then mixup or cutmix. Zero fields switch a step off
+ * (lark_transform_opts_init: scale 1, nothing else). */
+typedef struct {
+  double scale;      /* multiplies the input as it becomes float32 (1/255 for uint8 images) */
+  int nnorm;         /* 0: no normalisation; 1: one mean/std for every channel; C: one per channel */
+  double mean[LARK_DATA_MAX_CHANNELS], std[LARK_DATA_MAX_CHANNELS];
+  int64_t crop_size;    /* > 0: a random crop_size x crop_size window (0 with padding: the image's size) ... */
+  int64_t crop_padding; /* ... of the image padded with crop_padding zeros on each side */
+  double hflip;         /* probability of mirroring each sample left-right */
+  double mixup_alpha;   /* > 0: mixup with lam ~ Beta(alpha, alpha) */
+  double cutmix_alpha;  /* > 0: cutmix (both on: one of the two per batch, even odds) */
+  int64_t num_classes;  /* width of the soft targets mixing makes */
+  int64_t label_base;   /* the label value of the first class (the Lua binding passes 1) */
+} lark_transform_opts;
+
+/* What one batch drew (for tests and for replaying a batch); arrays of n or NULL, filled when given. */
+typedef struct {
+  int64_t *dy, *dx; /* crop origins in the padded image */
+  uint8_t *flip;    /* 1: mirrored */
+  int64_t *perm;    /* each sample's partner in the mix (0-based) */
+  int mix;          /* 0: none, 1: mixup, 2: cutmix */
+  double lam;       /* the weight of the sample itself (cutmix: 1 - box area / image area) */
+  int64_t box[4];   /* cutmix: rows box[0]..box[2]-1, columns box[1]..box[3]-1 from the partner */
+} lark_transform_draws;
+
+void lark_transform_opts_init(lark_transform_opts *o);
+/* x (B, ...) uint8/float32/float64 on the CPU -> *x_out float32; *y_out: labels retained, or soft
+ * targets (B, num_classes) float32 when mixing (labels then int64 (B)); y_out may be NULL. gen NULL:
+ * the default generator. draws may be NULL. */
+int lark_transform_batch(const lark_tensor *x, const lark_tensor *labels, const lark_transform_opts *o,
+                         lark_generator *gen, lark_tensor **x_out, lark_tensor **y_out, lark_transform_draws *draws);
+
+typedef struct lark_loader lark_loader;
+typedef struct {
+  int64_t batch_size;
+  bool shuffle;      /* a new permutation each epoch, from (seed, epoch) */
+  bool drop_last;    /* drop the last batch when it is short */
+  uint64_t seed;
+  int prefetch;      /* batches a background thread makes ahead; 0: made in lark_loader_next */
+  lark_transform_opts transform;
+} lark_loader_opts;
+
+void lark_loader_opts_init(lark_loader_opts *o); /* batch 1, prefetch 2, no shuffle, no transforms */
+/* images (N, ...) uint8/float32/float64 and labels (N, ...) (or NULL) on the CPU, retained; rows: the
+ * nrows samples served (0-based rows of images, a subset), or NULL for all. */
+lark_loader *lark_loader_new(const lark_tensor *images, const lark_tensor *labels, const int64_t *rows, int64_t nrows,
+                             const lark_loader_opts *o);
+int64_t lark_loader_num_batches(const lark_loader *ld);
+int64_t lark_loader_num_samples(const lark_loader *ld);
+/* Begins an epoch (any epoch number; stops the previous one's worker and drops its batches). */
+int lark_loader_start(lark_loader *ld, uint64_t epoch);
+/* The next batch: returns 1 with *x (float32) and *y (labels, soft targets or NULL) owned by the
+ * caller, 0 at the end of the epoch, or an error. Batch b is a pure function of (seed, epoch, b). */
+int lark_loader_next(lark_loader *ld, lark_tensor **x, lark_tensor **y);
+/* Ends the epoch now (stops the worker). */
+void lark_loader_stop(lark_loader *ld);
+void lark_loader_free(lark_loader *ld);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LARK_DATA_API_H */

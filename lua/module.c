@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "binding.h"
 
@@ -221,6 +222,14 @@ static int l_clock(lua_State *L) {
   return 1;
 }
 
+/* lark.isatty([fd = 1]): whether the file descriptor is a terminal (progress bars redraw a line
+ * there and print plain lines elsewhere). */
+static int l_isatty(lua_State *L) {
+  lua_Integer fd = luaL_optinteger(L, 1, 1);
+  lua_pushboolean(L, fd >= 0 && fd <= 1 << 20 && isatty((int)fd));
+  return 1;
+}
+
 /* lark.memcpy_bandwidth(nbytes, reps [, threads]): the best GB/s (bytes read + written) of plain
  * memcpy between two buffers, split across threads: the machine's ceiling for elementwise ops,
  * which the benchmarks print beside lark's own numbers. */
@@ -282,8 +291,10 @@ int luaopen_lark_core(lua_State *L) {
   lb_register_nn(L, mod, methods);
   lb_register_conv(L, mod, methods);
   lb_register_dwconv(L, mod, methods);
+  lb_register_data(L, mod, methods);
+  lb_register_optim(L, mod, methods);
 
-  static const luaL_Reg misc[] = {{"bytes_allocated", l_bytes_allocated}, {"clock", l_clock},
+  static const luaL_Reg misc[] = {{"bytes_allocated", l_bytes_allocated}, {"clock", l_clock}, {"isatty", l_isatty},
                                   {"memcpy_bandwidth", l_memcpy_bandwidth}, {NULL, NULL}};
   lb_register(L, mod, misc);
   lua_settop(L, mod);

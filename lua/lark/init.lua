@@ -296,6 +296,8 @@ lark.cuda = lark.cuda or {
 -- lark.nn (and lark.nn.functional) load on first use, so `require "lark"` stays light.
 setmetatable(lark, {
   __index = function(t, k)
+    if k == "optim" then rawset(t, k, require "lark.optim") return rawget(t, k) end -- lark.optim, on first use
+    if k == "data" then rawset(t, k, require "lark.data") return rawget(t, k) end -- lark.data, on first use
     if k == "nn" then
       local nn = require "lark.nn"
       rawset(t, "nn", nn)
