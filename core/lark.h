@@ -412,6 +412,16 @@ int lark_clip_grad_norm_(int n, lark_tensor *const *grads, double max_norm, doub
 #ifdef __cplusplus
 }
 #endif
+
+/* ---- op families with headers of their own ---------------------------------------------------- */
+/* Each keeps its contracts beside its kernels' file; including lark.h gives them all.
+ *   core/ops/conv.h    conv2d (dense, grouped, depth-wise routed to dwconv), pooling, pad
+ *   core/ops/dwconv.h  the depth-wise kernels: forward, input and weight gradients, SLaK's sums
+ *   core/ops/nn.h      batch and layer norm, softmax, losses, activations, dropout */
+#include "ops/conv.h"
+#include "ops/dwconv.h"
+#include "ops/nn.h"
+
 #endif /* LARK_H */
 
 /* ---- data readers (core/io/...) ------------------------------------------------------------- */

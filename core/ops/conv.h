@@ -2,8 +2,7 @@
  * conv.h: dense and grouped 2-D convolution (im2col + GEMM), pooling and constant padding, NCHW,
  * float32 and float64, on the CPU, with autograd.
  *
- * These declarations are meant to move into core/lark.h (section "convolution"); until then op
- * files, the binding and tests include this header.
+ * core/lark.h includes this header.
  *
  *     out[n][co][oh][ow] = bias[co] + sum_{ci < Cin/groups, i < kh, j < kw} weight[co][ci][i][j] *
  *         input[n][g*Cin/groups + ci][oh*stride_h - pad_top + i*dil_h][ow*stride_w - pad_left + j*dil_w]

@@ -2,8 +2,7 @@
  * dwconv.h: the depth-wise 2-D convolution (groups == channels, channel multiplier 1), NCHW,
  * float32 and float64, on the CPU: forward, gradient of the input, gradient of the weight.
  *
- * These declarations are meant to move into core/lark.h (section "convolution"); until then op
- * files and tests include this header.
+ * core/lark.h includes this header.
  *
  *     out[n][c][oh][ow] = bias[c] + sum_{i<kh, j<kw} weight[c][0][i][j] *
  *                         input[n][c][oh*stride_h - pad_top + i*dil_h][ow*stride_w - pad_left + j*dil_w]

@@ -1,7 +1,7 @@
 /* nn.h: the fused neural-network ops of norm.c, softmax.c and activation.c (forward, backward
  * kernels and autograd recording). Every function follows lark.h's conventions: 0-based dims and
  * class indices, a new tensor or NULL with lark_set_error. float32 and float64 on the CPU.
- * These prototypes belong in core/lark.h once the lead moves them there. */
+ * core/lark.h includes this header. */
 #ifndef LARK_NN_H
 #define LARK_NN_H
 
