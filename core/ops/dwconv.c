@@ -768,6 +768,45 @@ static bool is_fast(const lark_conv2d_params *p) {
   return p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1;
 }
 
+/* Strides without dilation run as the stride-1 fast path on the full output grid: the forward
+ * pass keeps every stride-th output; both gradients put grad_out on that grid with zeros between
+ * (the zeros add nothing). That is stride_h * stride_w times the taps, but vectorised, and the
+ * plain strided loops are an order of magnitude slower per tap for the 3x3 stride-2 convolutions
+ * of RepLKNet's stem and transitions. */
+static bool via_stride_one(const lark_conv2d_params *p) {
+  return p->dil_h == 1 && p->dil_w == 1 && (int64_t)p->stride_h * p->stride_w <= 16;
+}
+
+static lark_conv2d_params stride_one(const lark_conv2d_params *p) {
+  lark_conv2d_params p1 = *p;
+  p1.stride_h = p1.stride_w = 1;
+  return p1;
+}
+
+/* The (ho, wo) outputs at every stride-th position of t (N, C, Ho1, Wo1): a strided view. */
+static lark_tensor *every_stride(const lark_tensor *t, int64_t ho, int64_t wo, const lark_conv2d_params *p) {
+  lark_tensor *a = lark_slice(t, 2, 0, (ho - 1) * p->stride_h + 1, p->stride_h);
+  lark_tensor *b = a ? lark_slice(a, 3, 0, (wo - 1) * p->stride_w + 1, p->stride_w) : NULL;
+  lark_tensor_release(a);
+  return b;
+}
+
+/* grad_out (N, C, ho, wo) spread onto the stride-1 grid (N, C, Ho1, Wo1), zeros between. */
+static lark_tensor *spread_grad(const lark_tensor *grad_out, int64_t h, int64_t w, const lark_conv2d_params *p) {
+  lark_conv2d_params p1 = stride_one(p);
+  int64_t ho1, wo1;
+  if (lark_conv2d_output_size("dwconv2d", h, w, &p1, &ho1, &wo1)) return NULL;
+  lark_tensor *full = lark_zeros(4, (int64_t[]){grad_out->shape[0], grad_out->shape[1], ho1, wo1}, grad_out->dtype, NULL);
+  lark_tensor *v = full ? every_stride(full, grad_out->shape[2], grad_out->shape[3], p) : NULL;
+  int rc = v ? lark_copy_(v, grad_out) : -1;
+  lark_tensor_release(v);
+  if (rc) {
+    lark_tensor_release(full);
+    return NULL;
+  }
+  return full;
+}
+
 /* contiguous copies of the operands, released by release_all */
 static void release_all(int n, lark_tensor **ts) {
   for (int i = 0; i < n; i++) lark_tensor_release(ts[i]);
@@ -787,6 +826,15 @@ static lark_tensor *dwconv_forward(const char *op, bool reference, const lark_te
     }
   }
   if (lark_conv2d_output_size(op, h, w, p, &ho, &wo)) return NULL;
+  if (!reference && !is_fast(p) && via_stride_one(p) && n * c * ho * wo > 0) {
+    lark_conv2d_params p1 = stride_one(p);
+    lark_tensor *full = dwconv_forward(op, false, input, weight, bias, &p1);
+    lark_tensor *v = full ? every_stride(full, ho, wo, p) : NULL;
+    lark_tensor *r = v ? lark_contiguous(v) : NULL;
+    lark_tensor_release(v);
+    lark_tensor_release(full);
+    return r;
+  }
   lark_tensor *out = lark_empty(4, (int64_t[]){n, c, ho, wo}, input->dtype, NULL);
   if (!out) return NULL;
   if (lark_numel(out) == 0) return out;
@@ -844,6 +892,13 @@ static lark_tensor *dwconv_backward_input(const char *op, bool reference, const 
                    lark_shape_str(4, grad_out->shape, b3, sizeof b3));
     return NULL;
   }
+  if (!reference && !is_fast(p) && via_stride_one(p) && n * c * h * w > 0) {
+    lark_conv2d_params p1 = stride_one(p);
+    lark_tensor *full = spread_grad(grad_out, h, w, p);
+    lark_tensor *r = full ? dwconv_backward_input(op, false, full, weight, input_shape, &p1) : NULL;
+    lark_tensor_release(full);
+    return r;
+  }
   /* the fast path writes every element; the others accumulate into zeros */
   lark_tensor *gx = reference || !is_fast(p) ? lark_zeros(4, input_shape, grad_out->dtype, NULL)
                                              : lark_empty(4, input_shape, grad_out->dtype, NULL);
@@ -892,6 +947,13 @@ static lark_tensor *dwconv_backward_weight(const char *op, bool reference, const
                    lark_shape_str(4, (int64_t[]){n, c, ho, wo}, b1, sizeof b1),
                    lark_shape_str(4, input->shape, b2, sizeof b2), lark_shape_str(4, grad_out->shape, b3, sizeof b3));
     return NULL;
+  }
+  if (!reference && !is_fast(p) && via_stride_one(p) && n * c * ho * wo > 0) {
+    lark_conv2d_params p1 = stride_one(p);
+    lark_tensor *full = spread_grad(grad_out, h, w, p);
+    lark_tensor *r = full ? dwconv_backward_weight(op, false, full, input, &p1) : NULL;
+    lark_tensor_release(full);
+    return r;
   }
   lark_tensor *gw = lark_zeros(4, (int64_t[]){c, 1, p->kh, p->kw}, input->dtype, NULL);
   if (!gw) return NULL;
