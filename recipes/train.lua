@@ -47,8 +47,8 @@ train.defaults = {
   momentum = 0.9,           -- SGD
   label_smoothing = 0.0,
   drop_path = 0.0,
-  clip_grad = 0,            -- max global gradient norm, 0: off
-  ema = 0,                  -- EMA decay (e.g. 0.999), 0: off
+  clip_grad = 0.0,          -- max global gradient norm, 0: off
+  ema = 0.0,                -- EMA decay (e.g. 0.999), 0: off
   seed = 0,
   threads = 0,              -- OpenMP threads, 0: leave as is
   train_limit = 0,          -- use only the first N training images (0: all)
@@ -358,8 +358,17 @@ function train.run(cfg, hooks)
     bar:finish()
     local dt = lark.clock() - t0
     train_time, train_images = train_time + dt, train_images + seen
-    local eval_model = s.ema and s.ema.module or s.model
-    local test_loss, test_acc = train.evaluate(eval_model, s.test_loader, s.criterion)
+    local test_loss, test_acc
+    if s.ema then
+      -- evaluate the EMA weights (as the official recipes do), then put the trained ones back
+      local saved = {}
+      for name, t in pairs((s.model:state_dict())) do saved[name] = t:clone() end
+      s.ema:copy_to(s.model)
+      test_loss, test_acc = train.evaluate(s.model, s.test_loader, s.criterion)
+      s.model:load_state_dict(saved)
+    else
+      test_loss, test_acc = train.evaluate(s.model, s.test_loader, s.criterion)
+    end
     best = math.max(best, test_acc)
     local m = {epoch = epoch, step = s.step, train_loss = loss_sum / math.max(seen, 1),
       train_acc = correct / math.max(seen, 1), test_loss = test_loss, test_acc = test_acc,
