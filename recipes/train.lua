@@ -23,6 +23,10 @@
 --   after_step(s) (after the optimizer, scheduler and EMA: re-apply masks, prune and grow...),
 --   on_epoch_end(s, metrics), on_end(s, result).
 -- Models and data sets are looked up in train.models and train.datasets; recipes add their own.
+-- `require "recipes.x"` from wherever this file is run: its checkout's root goes on the path
+local root = debug.getinfo(1, "S").source:match("^@(.-)recipes/train%.lua$")
+if root and root ~= "" then package.path = root .. "?.lua;" .. package.path end
+
 local lark = require "lark"
 local nn = require "lark.nn"
 local optim = require "lark.optim"
@@ -227,6 +231,7 @@ function Progress:update(b, loss, acc, lr, images)
     io.flush()
   elseif b % self.every == 0 or b == self.total then
     print(line)
+    io.stdout:flush() -- logs redirected to a file show progress as it happens
   end
 end
 
@@ -383,6 +388,7 @@ function train.run(cfg, hooks)
       print(string.format("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.0f img/s  %s",
         epoch, cfg.epochs, m.train_loss, 100 * m.train_acc, test_loss, 100 * test_acc, m.images_per_s,
         fmt_time(m.elapsed)))
+      io.stdout:flush()
     end
     call(hooks, "on_epoch_end", s, m)
   end
