@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/select.h>
 #include <unistd.h>
 
@@ -980,7 +981,33 @@ static int pmain(lua_State *L) {
   return 1;
 }
 
+/* OpenBLAS (0.3.21, Debian 12) picks its GEMM kernels from the CPU model when it loads; it does
+ * not know some recent Xeons and falls back to its SSE3 "Prescott" kernels, 4x slower at every
+ * 1x1 convolution and matmul. Then lark sets OPENBLAS_CORETYPE for what the CPU can do and runs
+ * itself again (once: the variable is then set). LARK_KEEP_OPENBLAS=1 turns this off. */
+extern char *openblas_get_corename(void) __attribute__((weak));
+
+static void fix_openblas_kernels(char **argv) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (!openblas_get_corename || getenv("OPENBLAS_CORETYPE") || getenv("LARK_KEEP_OPENBLAS")) return;
+  const char *core = openblas_get_corename();
+  static const char *old[] = {"prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "northwood",
+                              "katmai", "coppermine", "banias", "unknown"};
+  bool outdated = core == NULL;
+  for (size_t i = 0; !outdated && i < sizeof old / sizeof old[0]; i++) outdated = strcasecmp(core, old[i]) == 0;
+  if (!outdated) return;
+  __builtin_cpu_init();
+  const char *want = __builtin_cpu_supports("avx512f") ? "SkylakeX" : __builtin_cpu_supports("avx2") ? "Haswell" : NULL;
+  if (!want) return;
+  setenv("OPENBLAS_CORETYPE", want, 1);
+  execv("/proc/self/exe", argv); /* returns only on failure: carry on with the slow kernels */
+#else
+  (void)argv;
+#endif
+}
+
 int main(int argc, char **argv) {
+  fix_openblas_kernels(argv);
   lua_State *L = luaL_newstate();
   if (L == NULL) {
     fprintf(stderr, "%s: cannot create the Lua state: not enough memory\n", PROGNAME);

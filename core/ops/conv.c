@@ -457,7 +457,11 @@ static lark_tensor *backward_input_impl(const lark_tensor *gout, const lark_tens
   lark_dtype dt = reference ? LARK_FLOAT64 : lark_promote(gout->dtype, weight->dtype);
   lark_tensor *go = dense(gout, dt), *w = dense(weight, dt), *gin = NULL;
   bool dw = !reference && use_depthwise(&g, a);
-  if (!go || !w || (!dw && !(gin = lark_zeros(4, in_shape, dt, NULL)))) goto fail;
+  /* col2im adds into gin, so it starts at zero; the 1x1 path's GEMMs (beta = 0) write all of it,
+   * so zeroing first would be a wasted pass over the largest tensor of the op */
+  bool whole = !reference && !dw && needs_no_im2col(&g, a) && g.Cout > 0;
+  if (!go || !w || (!dw && !(gin = whole ? lark_empty(4, in_shape, dt, NULL) : lark_zeros(4, in_shape, dt, NULL))))
+    goto fail;
   if (reference) {
     backward_reference(lark_data_ptr(go), NULL, lark_data_ptr(w), lark_data_ptr(gin), NULL, &g, a);
   } else if (dw) {
