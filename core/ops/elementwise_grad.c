@@ -98,7 +98,11 @@ static int unary_backward(lark_node *n, const lark_tensor *g, lark_tensor **gin)
     case LARK_OP_COS: r = S_NEG(&s, S_MUL(&s, g, S_UN(&s, LARK_OP_SIN, x))); break;
     case LARK_OP_TANH: r = S_MUL(&s, g, S_RSUBS(&s, 1, S_MUL(&s, y, y))); break;
     case LARK_OP_SIGMOID: r = S_MUL(&s, g, S_MUL(&s, y, S_RSUBS(&s, 1, y))); break;
-    case LARK_OP_RELU: r = S_MUL(&s, g, S_CAST(&s, S_BIN(&s, LARK_OP_GT, x, S_SCALAR(&s, 0, x)), g->dtype)); break;
+    case LARK_OP_RELU: { /* g where x > 0: a byte mask and one select, not a float mask and a multiply */
+      lark_tensor *zero = S_SCALAR(&s, 0, g);
+      r = S_WHERE(&s, S_BIN(&s, LARK_OP_GT, x, S_SCALAR(&s, 0, x)), g, zero);
+      break;
+    }
     case LARK_OP_SQUARE: r = S_MUL(&s, S_MULS(&s, g, 2), x); break;
     case LARK_OP_RECIPROCAL: r = S_NEG(&s, S_MUL(&s, g, S_MUL(&s, y, y))); break;
     case LARK_OP_FLOOR: case LARK_OP_CEIL: case LARK_OP_ROUND: case LARK_OP_SIGN:
