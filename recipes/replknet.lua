@@ -41,13 +41,32 @@ function ConvBN:forward(x)
   return y
 end
 
---- ConvBN:fuse(): a biased Conv2d computing the same as this conv-BN in eval mode (MODELS.md 1.3:
--- W' = W * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps)).
+--- ConvBN:fused_kernel(): weight and bias of the biased Conv2d computing the same as this conv-BN in
+-- eval mode (MODELS.md 1.3: W' = W * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps));
+-- after fuse_bn() the conv's own weight and bias.
 function ConvBN:fused_kernel()
   local bn, w = self.bn, self.conv.weight
+  if getmetatable(bn) ~= nn.BatchNorm2d then return w, self.conv.bias end
   local std = (bn.running_var + bn.eps):sqrt()
   local s = bn.weight / std
   return w * s:view(-1, 1, 1, 1), bn.bias - bn.running_mean * s
+end
+
+--- ConvBN:fuse_bn(): replaces `conv` by a biased conv with the fused kernel and `bn` by Identity, as
+-- the official deep_fuse_BN does to every conv-BN (state-dict keys become conv.weight, conv.bias).
+-- Eval outputs are unchanged. Returns self.
+function ConvBN:fuse_bn()
+  if getmetatable(self.bn) ~= nn.BatchNorm2d then return self end
+  local g <close> = lark.no_grad()
+  local w, b = self:fused_kernel()
+  local c = self.conv
+  local conv = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, {stride = c.stride, padding = c.padding,
+    dilation = c.dilation, groups = c.groups, bias = true, dtype = w:dtype(), device = w:device()})
+  conv.weight:copy_(w)
+  conv.bias:copy_(b)
+  self.conv = conv
+  self.bn = nn.Identity()
+  return self
 end
 
 -- ---- the large kernel ------------------------------------------------------------------------------
@@ -86,7 +105,7 @@ function ReparamLargeKernelConv:reparameterize()
       b = b + bs
     end
     local conv = nn.Conv2d(self.channels, self.channels, self.kernel,
-      {padding = self.kernel // 2, groups = self.channels, bias = true, dtype = w:dtype()})
+      {padding = self.kernel // 2, groups = self.channels, bias = true, dtype = w:dtype(), device = w:device()})
     conv.weight:copy_(w)
     conv.bias:copy_(b)
     self.lkb_origin, self.small_conv = nil, nil
@@ -251,6 +270,17 @@ end
 function RepLKNet:reparameterize()
   for _, m in ipairs(self:modules()) do
     if getmetatable(m) == ReparamLargeKernelConv then m:reparameterize() end
+  end
+  return self
+end
+
+--- model:fuse_bn(): folds every conv-BN (stem, transitions, pw1/pw2, and the large-kernel branches
+-- unless already re-parameterised) into a biased conv, BN replaced by Identity, as the official
+-- deep_fuse_BN (MODELS.md 1.3). prelkb_bn, preffn_bn and the head norm are not conv-BN pairs and stay.
+-- Returns model.
+function RepLKNet:fuse_bn()
+  for _, m in ipairs(self:modules()) do
+    if getmetatable(m) == ConvBN then m:fuse_bn() end
   end
   return self
 end
