@@ -524,3 +524,88 @@ void lark_loader_free(lark_loader *ld);
 }
 #endif
 #endif /* LARK_DATA_API_H */
+
+/* ---- HDF5 (core/io/h5.c) -------------------------------------------------------------------- */
+/* Files of tensors and attributes in HDF5, the layout of shared/reference/CHECKPOINTS.md: behind
+ * lark.h5 and lark.save / lark.load. Names are paths ("model_state_dict/stem.0.conv.weight": only
+ * '/' separates; dots are plain characters). Errors name the op, the file and the problem (missing
+ * file, not an HDF5 file, truncated, missing dataset with the names that are there, unsupported
+ * dtype); HDF5's own stderr dump is switched off. One handle is used by one thread at a time. */
+#ifndef LARK_H5_API_H
+#define LARK_H5_API_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lark_h5 lark_h5;
+typedef enum { LARK_H5_READ, LARK_H5_WRITE, LARK_H5_APPEND } lark_h5_mode; /* "r", "w" (truncate), "a" (create or update) */
+
+typedef struct {
+  bool atomic;  /* WRITE: write <path>.tmp.<pid>.<n>; lark_h5_close commits it (flush, fsync, rename, fsync
+                   the directory), lark_h5_abort deletes it. Stale temporaries of dead processes go. */
+  bool locking; /* false: no HDF5 file locks (filesystems where flock fails) */
+} lark_h5_open_opts;
+void lark_h5_open_opts_init(lark_h5_open_opts *o); /* not atomic, locking on */
+
+/* NULL and an error on failure. opts NULL: the defaults. */
+lark_h5 *lark_h5_open(const char *path, lark_h5_mode mode, const lark_h5_open_opts *opts);
+/* Closes (and, atomic, commits) and frees f, even on error; a handle left open inside is an error. */
+int lark_h5_close(lark_h5 *f);
+/* Atomic: discards the temporary (the previous file stays); otherwise lark_h5_close. Frees f. */
+int lark_h5_abort(lark_h5 *f);
+const char *lark_h5_path(const lark_h5 *f);
+lark_h5_mode lark_h5_get_mode(const lark_h5 *f);
+bool lark_h5_is_atomic(const lark_h5 *f);
+
+typedef struct {
+  int compress; /* < 0: bool tensors only (the default), 0: never, > 0: always. Compressed = chunked
+                   (chunks near 1 MiB) + shuffle + deflate(level) + fletcher32 */
+  int level;    /* deflate level 0..9 (4) */
+} lark_h5_write_opts;
+void lark_h5_write_opts_init(lark_h5_write_opts *o);
+
+/* Writes t (any device and layout; 0-d and empty too) as dataset `name`, creating the missing
+ * parent groups (creation order tracked) and replacing a dataset of that name. */
+int lark_h5_write(lark_h5 *f, const char *name, const lark_tensor *t, const lark_h5_write_opts *opts);
+/* Dataset `name` as a new CPU tensor: float32 (also from float16/bfloat16), float64, int64 (from any
+ * signed or narrower unsigned integer), uint8, bool (h5py's enum); NULL and an error otherwise. */
+lark_tensor *lark_h5_read(lark_h5 *f, const char *name);
+/* The dtype, ndim and shape (LARK_MAX_DIMS entries) lark_h5_read would give, without reading. */
+int lark_h5_dataset_info(lark_h5 *f, const char *name, lark_dtype *dt, int *ndim, int64_t *shape);
+
+typedef enum { LARK_H5_NONE = 0, LARK_H5_GROUP = 1, LARK_H5_DATASET = 2, LARK_H5_OTHER = 3 } lark_h5_kind;
+/* What `name` is (LARK_H5_NONE when absent, any missing parent included), or an error. */
+int lark_h5_kind_of(lark_h5 *f, const char *name);
+/* Makes group `name` and its missing parents. */
+int lark_h5_create_group(lark_h5 *f, const char *name);
+/* The member names of a group ("" or "/": the root), in creation order where the group tracks it,
+ * else alphabetical. *names: an array of *n strings, freed with lark_h5_free_names. */
+int lark_h5_keys(lark_h5 *f, const char *group, char ***names, int64_t *n);
+void lark_h5_free_names(char **names, int64_t n);
+
+/* Attributes on an object ("" or "/": the root). Written as scalars: strings as variable-length
+ * UTF-8, integers as int64, numbers as float64, booleans as h5py's bool. */
+typedef enum { LARK_H5_ATTR_STRING, LARK_H5_ATTR_INT, LARK_H5_ATTR_FLOAT, LARK_H5_ATTR_BOOL } lark_h5_attr_type;
+typedef struct {
+  lark_h5_attr_type type;
+  bool is_array; /* a simple dataspace (numbers only); false: a scalar */
+  int64_t n;     /* values in i or d (1 for scalars and strings) */
+  char *s;       /* STRING */
+  int64_t *i;    /* INT, BOOL (0/1) */
+  double *d;     /* FLOAT */
+} lark_h5_attr;
+int lark_h5_set_attr_string(lark_h5 *f, const char *object, const char *name, const char *value);
+int lark_h5_set_attr_int(lark_h5 *f, const char *object, const char *name, int64_t value);
+int lark_h5_set_attr_float(lark_h5 *f, const char *object, const char *name, double value);
+int lark_h5_set_attr_bool(lark_h5 *f, const char *object, const char *name, bool value);
+/* 1 with *out filled (free with lark_h5_attr_free), 0 when the object has no such attribute, or an
+ * error (missing object, unsupported type: string arrays, compounds, ...). */
+int lark_h5_get_attr(lark_h5 *f, const char *object, const char *name, lark_h5_attr *out);
+void lark_h5_attr_free(lark_h5_attr *a);
+/* Attribute names of an object, in creation order where tracked; free with lark_h5_free_names. */
+int lark_h5_attr_names(lark_h5 *f, const char *object, char ***names, int64_t *n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LARK_H5_API_H */

@@ -64,6 +64,7 @@ void lb_register_conv(lua_State *L, int mod, int methods);
 void lb_register_dwconv(lua_State *L, int mod, int methods);
 void lb_register_data(lua_State *L, int mod, int methods);
 void lb_register_optim(lua_State *L, int mod, int methods);
+void lb_register_h5(lua_State *L, int mod, int methods);
 
 /* The C module `lark.core` (lua/module.c). The lark executable preloads it. */
 int luaopen_lark_core(lua_State *L);

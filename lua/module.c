@@ -293,6 +293,7 @@ int luaopen_lark_core(lua_State *L) {
   lb_register_dwconv(L, mod, methods);
   lb_register_data(L, mod, methods);
   lb_register_optim(L, mod, methods);
+  lb_register_h5(L, mod, methods);
 
   static const luaL_Reg misc[] = {{"bytes_allocated", l_bytes_allocated}, {"clock", l_clock}, {"isatty", l_isatty},
                                   {"memcpy_bandwidth", l_memcpy_bandwidth}, {NULL, NULL}};

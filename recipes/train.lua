@@ -17,11 +17,23 @@
 -- epoch and DIR/config.json the configuration. A fixed --seed makes a run repeat exactly (same
 -- thread count): the data order, augmentations, dropout and initialisation all derive from it.
 --
+-- Checkpoints (lark.save, HDF5; see lua/lark/checkpoint.lua): with --out DIR, DIR/checkpoint.h5 is
+-- rewritten atomically every --save-every N epochs (default 1; 0: never) and after the last epoch.
+-- It holds the model, EMA, optimizer, scheduler, RNG state, epoch, step, best accuracy and this
+-- configuration; the data order is a function of (seed, epoch), so the epoch is the loader's
+-- position. --resume PATH continues from such a checkpoint at the next epoch, exactly as if the run
+-- had not stopped; options not given on the command line are taken from the checkpoint's
+-- configuration (so `--resume runs/x/checkpoint.h5` alone is enough), metrics.jsonl is appended to.
+-- --export PATH writes an inference-only file at the end (model_state_dict, the EMA weights when
+-- --ema is on, and the root attributes) that PyTorch loads with h5py; train.export(model, path) too.
+--
 -- Hooks (all optional) receive the state table s = {cfg, model, optimizer, scheduler, ema,
--- criterion, train_loader, test_loader, epoch, step, batch, x, y, output, loss, log}:
+-- criterion, train_loader, test_loader, epoch, step, batch, x, y, output, loss, log, masks}:
 --   on_start(s), on_epoch_start(s), after_backward(s) (before the optimizer step: gradient surgery),
 --   after_step(s) (after the optimizer, scheduler and EMA: re-apply masks, prune and grow...),
---   on_epoch_end(s, metrics), on_end(s, result).
+--   on_epoch_end(s, metrics) (before the epoch's checkpoint), on_end(s, result).
+-- A hook may set s.stop = true to end the run after the current epoch. s.masks (name -> bool
+-- tensor), when a recipe keeps them there, is saved in checkpoints and restored on --resume.
 -- Models and data sets are looked up in train.models and train.datasets; recipes add their own.
 -- `require "recipes.x"` from wherever this file is run: its checkout's root goes on the path
 local root = debug.getinfo(1, "S").source:match("^@(.-)recipes/train%.lua$")
@@ -32,6 +44,7 @@ local nn = require "lark.nn"
 local optim = require "lark.optim"
 local data = require "lark.data"
 local json = require "lark.json"
+local configs = require "recipes.configs"
 
 local train = {}
 
@@ -41,6 +54,7 @@ local train = {}
 train.defaults = {
   model = "tiny_replk",     -- a key of train.models
   data = "fashion-mnist",   -- a key of train.datasets
+  recipe = "",              -- a key of train.recipes (recipes/configs.lua): its options, under the ones given
   epochs = 2,
   batch_size = 128,
   lr = 2e-3,
@@ -59,7 +73,10 @@ train.defaults = {
   test_limit = 0,
   augment = true,           -- random crop (padding 2) and, where it makes sense, flips
   eval_batch_size = 500,
-  out = "",                 -- output directory for metrics.jsonl and config.json
+  out = "",                 -- output directory for metrics.jsonl, config.json and checkpoint.h5
+  save_every = 1,           -- with --out: write <out>/checkpoint.h5 every N epochs and at the end (0: never)
+  resume = "",              -- continue from this checkpoint (options not given come from it)
+  export = "",              -- at the end, write an inference-only HDF5 file of the weights here
   log_every = 0,            -- plain-line progress every N batches (0: about 5 per epoch)
   device = "cpu",
   quiet = false,
@@ -67,7 +84,10 @@ train.defaults = {
 
 local descriptions = {
   model = "model name (" .. "see train.models)", data = "fashion-mnist | mnist | digits",
-  out = "directory for metrics.jsonl and config.json", train_limit = "use only the first N training images",
+  out = "directory for metrics.jsonl, config.json and checkpoint.h5", train_limit = "use only the first N training images",
+  save_every = "with --out: checkpoint every N epochs (0: never)", resume = "checkpoint to continue from",
+  export = "inference-only weights file written at the end",
+  recipe = "named recipe (train.recipes, recipes/configs.lua); other options override it",
 }
 
 local function usage()
@@ -137,6 +157,9 @@ end
 local function with_defaults(cfg)
   local out = {}
   for k, v in pairs(train.defaults) do out[k] = v end
+  if cfg and cfg.recipe and cfg.recipe ~= "" then -- the recipe's options, then the given ones over them
+    for k, v in pairs(configs.options(cfg.recipe, train.recipes, train.defaults)) do out[k] = v end
+  end
   for k, v in pairs(cfg or {}) do
     if train.defaults[k] == nil and k ~= "model_args" then
       error(string.format("train: unknown option '%s' (see train.defaults)", tostring(k)), 3)
@@ -171,6 +194,10 @@ train.models.mlp = function(cfg, info)
   local d = info.channels * info.size * info.size
   return nn.Sequential(nn.Flatten(), nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, info.num_classes))
 end
+
+--- train.recipes: named recipes, tables of options (recipes/configs.lua; --recipe NAME); their models join train.models.
+train.recipes = configs.recipes
+for name, make in pairs(configs.models) do train.models[name] = train.models[name] or make end
 
 --- train.datasets[name](cfg): train set, test set, info {channels, size, num_classes, flip}.
 train.datasets = {}
@@ -274,6 +301,8 @@ end
 --- train.build(cfg): the pieces of a run without running it: s = {cfg, model, optimizer,
 -- scheduler, ema, criterion, train_loader, test_loader, info}.
 function train.build(cfg)
+  local resumed
+  if cfg and cfg.resume and cfg.resume ~= "" then cfg, resumed = train.resume_config(cfg) end
   cfg = with_defaults(cfg)
   if cfg.threads > 0 then lark.set_num_threads(cfg.threads) end
   lark.manual_seed(cfg.seed)
@@ -307,8 +336,60 @@ function train.build(cfg)
     total_steps = total, min_lr = cfg.min_lr})
   local ema = cfg.ema > 0 and optim.ModelEma(model, {decay = cfg.ema}) or nil
   local criterion = nn.CrossEntropyLoss({label_smoothing = cfg.label_smoothing})
-  return {cfg = cfg, model = model, optimizer = opt, scheduler = sched, ema = ema, criterion = criterion,
+  local s = {cfg = cfg, model = model, optimizer = opt, scheduler = sched, ema = ema, criterion = criterion,
     train_loader = tl, test_loader = el, info = info, epoch = 0, step = 0}
+  if resumed then
+    -- everything checked before anything is copied; the RNG continues where the saved run was
+    local st = lark.load_into(resumed, {model = model, optimizer = opt, scheduler = sched, ema = ema, rng = true})
+    s.epoch, s.step, s.start_epoch = st.epoch or 0, st.step or 0, (st.epoch or 0) + 1
+    s.best_acc, s.masks, s.resumed_from = st.attrs.best_acc, st.masks, cfg.resume
+  end
+  return s
+end
+
+-- ---- checkpoints --------------------------------------------------------------------------------------
+
+-- The configuration as stored in checkpoints: the options, plus the model's name under "arch" and
+-- "reparameterized" (CHECKPOINTS.md's model_config).
+local function stored_config(cfg)
+  local c = {}
+  for k, v in pairs(cfg) do c[k] = v end
+  c.arch, c.reparameterized = cfg.model, false
+  return c
+end
+
+--- train.resume_config(cfg): cfg over the configuration stored in the checkpoint cfg.resume (the
+-- options cfg does not set come from the checkpoint), and the loaded checkpoint.
+function train.resume_config(cfg)
+  local st = lark.load(cfg.resume)
+  local merged = {}
+  if type(st.config) == "table" then
+    for k, v in pairs(st.config) do
+      if train.defaults[k] ~= nil or k == "model_args" then merged[k] = v end
+    end
+  end
+  for k, v in pairs(cfg) do merged[k] = v end
+  return merged, st
+end
+
+--- train.save_checkpoint(s, path): the whole training state of s (see the top of this file).
+function train.save_checkpoint(s, path)
+  lark.save(path, {model = s.model, ema = s.ema, masks = s.masks, optimizer = s.optimizer, scheduler = s.scheduler,
+    rng = lark.get_rng_state(), epoch = s.epoch, step = s.step, config = stored_config(s.cfg),
+    attrs = {best_acc = s.best_acc}})
+end
+
+--- train.export(model, path [, {ema =, config =}]): an inference-only file: model_state_dict (the
+-- EMA's weights, in the model's key order, when ema is given) and the root attributes.
+function train.export(model, path, opts)
+  opts = opts or {}
+  local sd, keys = model:state_dict()
+  if opts.ema then
+    local own = {}
+    for _, k in ipairs(keys) do own[k] = opts.ema.tensors[k] or sd[k] end
+    sd = lark.h5.ordered(keys, own)
+  end
+  lark.save(path, {model = sd, config = opts.config and stored_config(opts.config) or nil})
 end
 
 --- train.run(cfg [, hooks]): trains and evaluates; returns {test_acc, test_loss, best_acc, history,
@@ -322,14 +403,16 @@ function train.run(cfg, hooks)
     local f = assert(io.open(cfg.out .. "/config.json", "w"))
     f:write(json.encode(cfg), "\n")
     f:close()
-    log = assert(io.open(cfg.out .. "/metrics.jsonl", "w"))
+    log = assert(io.open(cfg.out .. "/metrics.jsonl", s.start_epoch and "a" or "w"))
   end
   s.log = log
-  local history, best = {}, 0
+  local history, best = {}, s.best_acc or 0
+  local first = s.start_epoch or 1
+  if first > 1 then s.train_loader:set_epoch(first) end -- the data order of epoch e is a function of (seed, e)
   local t_start = lark.clock()
   local train_time, train_images = 0, 0
   call(hooks, "on_start", s)
-  for epoch = 1, cfg.epochs do
+  for epoch = first, cfg.epochs do
     s.epoch = epoch
     s.model:train()
     call(hooks, "on_epoch_start", s)
@@ -375,6 +458,7 @@ function train.run(cfg, hooks)
       test_loss, test_acc = train.evaluate(s.model, s.test_loader, s.criterion)
     end
     best = math.max(best, test_acc)
+    s.best_acc = best
     local m = {epoch = epoch, step = s.step, train_loss = loss_sum / math.max(seen, 1),
       train_acc = correct / math.max(seen, 1), test_loss = test_loss, test_acc = test_acc,
       lr = s.optimizer.param_groups[1].lr, epoch_seconds = dt, images_per_s = seen / math.max(dt, 1e-9),
@@ -391,8 +475,13 @@ function train.run(cfg, hooks)
       io.stdout:flush()
     end
     call(hooks, "on_epoch_end", s, m)
+    if cfg.out ~= "" and cfg.save_every > 0 and (epoch % cfg.save_every == 0 or epoch == cfg.epochs or s.stop) then
+      train.save_checkpoint(s, cfg.out .. "/checkpoint.h5")
+    end
+    if s.stop then break end
   end
   if log then log:close() end
+  if cfg.export ~= "" then train.export(s.model, cfg.export, {ema = s.ema, config = cfg}) end
   local last = history[#history] or {}
   local result = {test_acc = last.test_acc, test_loss = last.test_loss, best_acc = best, history = history,
     seconds = lark.clock() - t_start, images_per_s = train_images / math.max(train_time, 1e-9), state = s}

@@ -300,6 +300,7 @@ setmetatable(lark, {
     if k == "data" then rawset(t, k, require "lark.data") return rawget(t, k) end -- lark.data, on first use
     if k == "h5" or k == "save" or k == "load" or k == "load_into" then local c = require "lark.checkpoint" for _, n in ipairs{"save", "load", "load_into"} do rawset(t, n, c[n]) end rawset(t, "h5", c.h5) return rawget(t, k) end -- lark.h5, lark.save/load/load_into (lark/checkpoint.lua), on first use
     if k == "summary" then rawset(t, k, require "lark.summary") return rawget(t, k) end -- lark.summary, on first use
+    if k == "sparse" then rawset(t, k, require "lark.sparse") return rawget(t, k) end -- lark.sparse (dynamic sparsity), on first use
     if k == "nn" then
       local nn = require "lark.nn"
       rawset(t, "nn", nn)
