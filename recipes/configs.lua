@@ -154,7 +154,10 @@ C.recipes.replknet_tiny_fmnist = {
 
 --- slak_tiny_fmnist: SLaK with dims {32, 64} x 1.3 = {41, 83}, one block per stage, decomposed
 -- 13x13 and 9x9 kernels (K x 5 + 5 x K + 5 x 5), stem 4x4 stride 4 (stages at 7x7 and 3x3). Dense:
--- SLaK's dynamic sparsity arrives with lark.sparse.
+-- train.lua has no sparsity options (a recipe is options only); for SLaK's prune and grow, add
+-- lark.sparse's hooks: local s = train.build{recipe = "slak_tiny_fmnist"}
+-- train.run(s, require("lark.sparse").Masking(s.model, {density = 0.6, init = "uniform"}):hooks())
+-- (init = "snip", the official one, also needs snip_batch = {x, y}: one training batch).
 C.recipes.slak_tiny_fmnist = {
   description = "tiny SLaK (dims 32, 64 x 1.3; kernels 13, 9 decomposed with N = 5), dense, on Fashion-MNIST",
   source = "slak_t_in1k scaled down (without sparsity)",

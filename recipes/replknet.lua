@@ -225,7 +225,8 @@ function RepLKNet:__init(cfg)
   local total, rates, at = 0, {}, 0
   for _, n in ipairs(layers) do total = total + n end
   local dp = cfg.drop_path or 0
-  self.stages, self.transitions = nn.ModuleList(), nn.ModuleList()
+  self.stages = nn.ModuleList() -- registered before transitions: the state_dict order is PyTorch's
+  self.transitions = nn.ModuleList()
   for i = 1, #ch do
     local r = {}
     for j = 1, layers[i] do
