@@ -511,6 +511,19 @@ static void transpose_float(const float *restrict src, int64_t rows, int64_t col
     }
 }
 
+/* The small-plane route (cv_corr_float, below the plane kernels) for float32 with AVX-512. */
+#if defined(__AVX512F__)
+static int cv_corr_float(int64_t n, int64_t c, const float *src, int64_t hs, int64_t ws, const float *w, bool flip,
+                         int kh, int kw, int64_t pt, int64_t pl, const float *b, float *dst, int64_t hd, int64_t wd);
+static bool use_channel_vectors(int64_t c, int64_t hd, int64_t wd, int kh, int kw);
+#define CHANNEL_VECTORS_float(g, backward, src, hs, ws, wt, pt, pl, b, dst, hd, wd)                           \
+  if (use_channel_vectors((g)->c, hd, wd, (g)->kh, (g)->kw))                                                  \
+    return cv_corr_float((g)->n, (g)->c, src, hs, ws, wt, backward, (g)->kh, (g)->kw, pt, pl, b, dst, hd, wd);
+#else
+#define CHANNEL_VECTORS_float(g, backward, src, hs, ws, wt, pt, pl, b, dst, hd, wd)
+#endif
+#define CHANNEL_VECTORS_double(g, backward, src, hs, ws, wt, pt, pl, b, dst, hd, wd)
+
 /* Forward and input gradient on every (n, c) plane, each thread with its own scratch. The input
  * gradient is the correlation of grad_out with the flipped kernel, offset by (kh-1-pt, kw-1-pl).
  * Wide kernels run on transposed planes (corr_transposed). Returns 0 or LARK_ERR_NOMEM. */
@@ -520,6 +533,7 @@ static void transpose_float(const float *restrict src, int64_t rows, int64_t col
     int64_t hs = backward ? g->ho : g->h, ws = backward ? g->wo : g->w;                                       \
     int64_t hd = backward ? g->h : g->ho, wd = backward ? g->w : g->wo;                                       \
     int64_t pt = backward ? g->kh - 1 - g->pt : g->pt, pl = backward ? g->kw - 1 - g->pl : g->pl;             \
+    CHANNEL_VECTORS_##T(g, backward, src, hs, ws, wt, pt, pl, b, dst, hd, wd)                                 \
     bool tr = corr_transposed(hd, wd, g->kh, g->kw, VW_##T);                                                  \
     /* the geometry corr_plane sees */                                                                        \
     int kh = tr ? g->kw : g->kh, kw = tr ? g->kh : g->kw;                                                     \
@@ -557,6 +571,130 @@ static void transpose_float(const float *restrict src, int64_t rows, int64_t col
     }                                                                                                         \
     return failed ? LARK_ERR_NOMEM : 0;                                                                       \
   }
+
+
+/* ---- small planes: 16 channels per vector (AVX-512, float32) ------------------------------------
+ *
+ * On a 16x16 plane a row is one vector, so the row tiles of corr_plane reuse nothing across
+ * columns: every FMA needs its own load or broadcast, and small kernels lose to PyTorch's blocked
+ * layout. Here 16 channels go side by side in one vector instead (a (rows, cols, 16) buffer, as
+ * oneDNN's nChw16c): a weight vector holds one tap of 16 channels and serves a whole row of
+ * outputs, and one kernel row of input, loaded once into registers, serves every kernel column.
+ * Per kernel row and 8 outputs: 8 + kw - 1 input loads and kw weight loads for 8 * kw FMAs. The
+ * planes go in and out through 8x8 transposes. Used for narrow maps (wo <= 24), kernels up to
+ * 13 wide and channel counts that are multiples of 16; every result equals corr_plane's up to
+ * the order of the sums. */
+#if defined(__AVX512F__)
+#define CV_T 8 /* outputs per register tile */
+#define CV_MAX_KW 13
+typedef float v16f __attribute__((vector_size(64)));
+typedef float v16f_u __attribute__((vector_size(64), aligned(4), may_alias));
+
+/* one output row: O (wr, 16) += sum_{i<kh, j<KW} Wb[i][j] (16) * B[i][x + j] (16), rows of B ldb apart */
+#define DEFINE_CV_ROW(KW)                                                                                     \
+  static void cv_row_##KW(const float *restrict B, int64_t ldb, const float *restrict Wb, int kh,           \
+                          float *restrict O, int64_t wr, const float *restrict bias16, bool from_bias) {      \
+    for (int64_t x0 = 0; x0 < wr; x0 += CV_T) {                                                               \
+      v16f acc[CV_T];                                                                                         \
+      _Pragma("GCC unroll 8") for (int t = 0; t < CV_T; t++)                                                  \
+        acc[t] = from_bias ? (v16f) * (const v16f_u *)bias16 : (v16f){0};                                          \
+      for (int i = 0; i < kh; i++) {                                                                          \
+        const float *brow = B + i * ldb + x0 * 16;                                                            \
+        v16f row[CV_T + KW - 1];                                                                              \
+        _Pragma("GCC unroll 20") for (int k = 0; k < CV_T + KW - 1; k++) {                                    \
+          row[k] = *(const v16f_u *)(brow + k * 16);                                                          \
+          KEEP_IN_REGISTER(row[k]);                                                                           \
+        }                                                                                                     \
+        const float *wrow = Wb + (int64_t)i * KW * 16;                                                        \
+        _Pragma("GCC unroll 13") for (int j = 0; j < KW; j++) {                                               \
+          v16f wv = *(const v16f_u *)(wrow + j * 16);                                                         \
+          _Pragma("GCC unroll 8") for (int t = 0; t < CV_T; t++) acc[t] += wv * row[t + j];                   \
+        }                                                                                                     \
+      }                                                                                                       \
+      _Pragma("GCC unroll 8") for (int t = 0; t < CV_T; t++) *(v16f_u *)(O + (x0 + t) * 16) = acc[t];        \
+    }                                                                                                         \
+  }
+DEFINE_CV_ROW(1) DEFINE_CV_ROW(2) DEFINE_CV_ROW(3) DEFINE_CV_ROW(4) DEFINE_CV_ROW(5) DEFINE_CV_ROW(6)
+DEFINE_CV_ROW(7) DEFINE_CV_ROW(8) DEFINE_CV_ROW(9) DEFINE_CV_ROW(10) DEFINE_CV_ROW(11) DEFINE_CV_ROW(12)
+DEFINE_CV_ROW(13)
+typedef void (*cv_row_fn)(const float *, int64_t, const float *, int, float *, int64_t, const float *, bool);
+static const cv_row_fn cv_rows[CV_MAX_KW + 1] = {NULL,       cv_row_1,  cv_row_2,  cv_row_3, cv_row_4,
+                                                 cv_row_5,   cv_row_6,  cv_row_7,  cv_row_8, cv_row_9,
+                                                 cv_row_10,  cv_row_11, cv_row_12, cv_row_13};
+
+static bool use_channel_vectors(int64_t c, int64_t hd, int64_t wd, int kh, int kw) {
+  return c % 16 == 0 && wd <= 24 && hd <= 64 && kw <= CV_MAX_KW && kh <= 64;
+}
+
+/* dst planes (N, C, hd, wd) = bias + correlation of src planes (N, C, hs, ws) with w (C, kh, kw)
+ * (flipped when flip) at offsets (pt, pl), 16 channels at a time. Returns 0 or LARK_ERR_NOMEM. */
+static int cv_corr_float(int64_t n, int64_t c, const float *src, int64_t hs, int64_t ws, const float *w, bool flip,
+                         int kh, int kw, int64_t pt, int64_t pl, const float *b, float *dst, int64_t hd, int64_t wd) {
+  int64_t wr = round_up(wd, CV_T);          /* output columns computed per row */
+  int64_t hp = hd + kh - 1, wp = wr + kw - 1; /* the zero-bordered source, (hp, wp, 16) */
+  int64_t blocks = c / 16, items = n * blocks;
+  /* weights and biases, 16 channels interleaved: Wb[cb][i][j][16] */
+  float *Wb = malloc(sizeof(float) * (size_t)(blocks * kh * kw * 16 + blocks * 16));
+  if (!Wb) return LARK_ERR_NOMEM;
+  float *bias16 = Wb + blocks * kh * kw * 16;
+  for (int64_t cb = 0; cb < blocks; cb++)
+    for (int k = 0; k < 16; k++) {
+      const float *wc = w + (cb * 16 + k) * kh * kw;
+      for (int i = 0; i < kh; i++)
+        for (int j = 0; j < kw; j++)
+          Wb[((cb * kh + i) * kw + j) * 16 + k] = flip ? wc[(kh - 1 - i) * kw + (kw - 1 - j)] : wc[i * kw + j];
+      bias16[cb * 16 + k] = b ? b[cb * 16 + k] : 0.0f;
+    }
+  /* the source rows and columns that hold real data: y in [y0, y1), x in [x0, x1) of B */
+  int64_t y0 = imax64(0, pt), y1 = imin64(hp, pt + hs), x0 = imax64(0, pl), x1 = imin64(wp, pl + ws);
+  int failed = 0;
+  _Pragma("omp parallel if (worth_threads(items, hd * wd * kh * kw * 16))")
+  {
+    float *B = aligned_alloc(64, sizeof(float) * (size_t)(hp * wp * 16));
+    float *O = aligned_alloc(64, sizeof(float) * (size_t)(wr * 16));
+    if (!B || !O) {
+      _Pragma("omp atomic write") failed = 1;
+    } else {
+      memset(B, 0, sizeof(float) * (size_t)(hp * wp * 16));
+      _Pragma("omp for schedule(static)")
+      for (int64_t it = 0; it < items; it++) {
+        int64_t nn = it / blocks, cb = it % blocks;
+        const float *sp = src + (nn * c + cb * 16) * hs * ws;
+        float *dp = dst + (nn * c + cb * 16) * hd * wd;
+        /* B[y][x][k] = plane k at (y - pt, x - pl): 8 channels x 8 columns per transpose */
+        for (int64_t y = y0; y < y1; y++)
+          for (int kb = 0; kb < 16; kb += 8) {
+            int64_t x = x0;
+            for (; x + 8 <= x1; x += 8)
+              transpose8x8_float(sp + kb * hs * ws + (y - pt) * ws + (x - pl), hs * ws, B + (y * wp + x) * 16 + kb, 16);
+            for (; x < x1; x++)
+              for (int k = kb; k < kb + 8; k++) B[(y * wp + x) * 16 + k] = sp[k * hs * ws + (y - pt) * ws + (x - pl)];
+          }
+        for (int64_t oh = 0; oh < hd; oh++) {
+          /* only the kernel rows that meet real source rows */
+          int i0 = (int)imax64(0, y0 - oh), i1 = (int)imin64(kh, y1 - oh);
+          if (i1 > i0)
+            cv_rows[kw](B + (oh + i0) * wp * 16, wp * 16, Wb + (cb * kh + i0) * kw * 16, i1 - i0, O, wr,
+                        bias16 + cb * 16, true);
+          else
+            for (int64_t x = 0; x < wr; x++) memcpy(O + x * 16, bias16 + cb * 16, sizeof(float) * 16);
+          /* O (wr, 16) -> 16 planes' row oh */
+          for (int kb = 0; kb < 16; kb += 8) {
+            int64_t x = 0;
+            for (; x + 8 <= wd; x += 8) transpose8x8_float(O + x * 16 + kb, 16, dp + kb * hd * wd + oh * wd + x, hd * wd);
+            for (; x < wd; x++)
+              for (int k = kb; k < kb + 8; k++) dp[k * hd * wd + oh * wd + x] = O[x * 16 + k];
+          }
+        }
+      }
+    }
+    free(B);
+    free(O);
+  }
+  free(Wb);
+  return failed ? LARK_ERR_NOMEM : 0;
+}
+#endif
 
 DEFINE_FAST_CORR(float)
 DEFINE_FAST_CORR(double)

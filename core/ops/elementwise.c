@@ -293,7 +293,19 @@ int lark_cpu_clamp(lark_tensor *out, const lark_tensor *a, double lo, double hi)
       T *o = (T *)it.data[0] + off[0];                                                           \
       const uint8_t *c = (const uint8_t *)it.data[1] + off[1];                                   \
       const T *pa = (const T *)it.data[2] + off[2], *pb = (const T *)it.data[3] + off[3];        \
-      for (int64_t i = 0; i < inner; i++) o[i * so] = c[i * sc] ? pa[i * sa] : pb[i * sb];       \
+      if (so == 1 && sc == 1 && (sa | sb) >= 0 && (sa | sb) <= 1) {                             \
+        /* dense rows, each value a row or a scalar (relu's backward): loops that vectorise */  \
+        if (sa == 1 && sb == 1)                                                                  \
+          for (int64_t i = 0; i < inner; i++) o[i] = c[i] ? pa[i] : pb[i];                       \
+        else if (sa == 1)                                                                        \
+          for (int64_t i = 0; i < inner; i++) o[i] = c[i] ? pa[i] : pb[0];                       \
+        else if (sb == 1)                                                                        \
+          for (int64_t i = 0; i < inner; i++) o[i] = c[i] ? pa[0] : pb[i];                       \
+        else                                                                                     \
+          for (int64_t i = 0; i < inner; i++) o[i] = c[i] ? pa[0] : pb[0];                       \
+      } else {                                                                                   \
+        for (int64_t i = 0; i < inner; i++) o[i * so] = c[i * sc] ? pa[i * sa] : pb[i * sb];     \
+      }                                                                                          \
     }                                                                                            \
   } while (0)
 
