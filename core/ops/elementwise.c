@@ -282,6 +282,40 @@ int lark_cpu_clamp(lark_tensor *out, const lark_tensor *a, double lo, double hi)
   return lark_set_error(LARK_ERR_DTYPE, "clamp: not defined for %s tensors", lark_dtype_name(a->dtype));
 }
 
+/* o[i] = c[i] ? a[i*sa] : b[i*sb] for sa, sb in {0, 1}, as masks rather than branches (random
+ * conditions mispredict half the time) so that the loops vectorise. */
+#define DEFINE_WHERE_DENSE(T)                                                                     \
+  static void where_dense_##T(T *restrict o, const uint8_t *restrict c, const T *restrict a, int64_t sa, \
+                              const T *restrict b, int64_t sb, int64_t n) {                       \
+    if (sa == 1 && sb == 1) {                                                                    \
+      for (int64_t i = 0; i < n; i++) {                                                          \
+        T m = (T)0 - (T)(c[i] != 0);                                                             \
+        o[i] = (a[i] & m) | (b[i] & ~m);                                                         \
+      }                                                                                          \
+    } else if (sa == 1) {                                                                        \
+      const T bv = b[0];                                                                         \
+      for (int64_t i = 0; i < n; i++) {                                                          \
+        T m = (T)0 - (T)(c[i] != 0);                                                             \
+        o[i] = (a[i] & m) | (bv & ~m);                                                           \
+      }                                                                                          \
+    } else if (sb == 1) {                                                                        \
+      const T av = a[0];                                                                         \
+      for (int64_t i = 0; i < n; i++) {                                                          \
+        T m = (T)0 - (T)(c[i] != 0);                                                             \
+        o[i] = (av & m) | (b[i] & ~m);                                                           \
+      }                                                                                          \
+    } else {                                                                                     \
+      const T av = a[0], bv = b[0];                                                              \
+      for (int64_t i = 0; i < n; i++) {                                                          \
+        T m = (T)0 - (T)(c[i] != 0);                                                             \
+        o[i] = (av & m) | (bv & ~m);                                                             \
+      }                                                                                          \
+    }                                                                                            \
+  }
+DEFINE_WHERE_DENSE(uint64_t)
+DEFINE_WHERE_DENSE(uint32_t)
+DEFINE_WHERE_DENSE(uint8_t)
+
 #define WHERE_LOOP(T)                                                                             \
   do {                                                                                           \
     int64_t nwork = it.nwork;                                                                    \
@@ -294,15 +328,8 @@ int lark_cpu_clamp(lark_tensor *out, const lark_tensor *a, double lo, double hi)
       const uint8_t *c = (const uint8_t *)it.data[1] + off[1];                                   \
       const T *pa = (const T *)it.data[2] + off[2], *pb = (const T *)it.data[3] + off[3];        \
       if (so == 1 && sc == 1 && (sa | sb) >= 0 && (sa | sb) <= 1) {                             \
-        /* dense rows, each value a row or a scalar (relu's backward): loops that vectorise */  \
-        if (sa == 1 && sb == 1)                                                                  \
-          for (int64_t i = 0; i < inner; i++) o[i] = c[i] ? pa[i] : pb[i];                       \
-        else if (sa == 1)                                                                        \
-          for (int64_t i = 0; i < inner; i++) o[i] = c[i] ? pa[i] : pb[0];                       \
-        else if (sb == 1)                                                                        \
-          for (int64_t i = 0; i < inner; i++) o[i] = c[i] ? pa[0] : pb[i];                       \
-        else                                                                                     \
-          for (int64_t i = 0; i < inner; i++) o[i] = c[i] ? pa[0] : pb[0];                       \
+        /* dense rows, each value a row or a scalar (relu's backward): a branch-free select */    \
+        where_dense_##T(o, c, pa, sa, pb, sb, inner);                                            \
       } else {                                                                                   \
         for (int64_t i = 0; i < inner; i++) o[i * so] = c[i * sc] ? pa[i * sa] : pb[i * sb];     \
       }                                                                                          \
