@@ -80,6 +80,13 @@ train.defaults = {
   log_every = 0,            -- plain-line progress every N batches (0: about 5 per epoch)
   device = "cpu",
   quiet = false,
+  sparse = false,           -- SLaK's dynamic sparsity (lark.sparse): prune and grow during training
+  density = 0.6,            -- with --sparse: the fraction of weights kept (0.6 = 40% sparse)
+  sparse_init = "ERK",      -- uniform | ERK (layer densities)
+  growth = "random",        -- random | gradient | momentum
+  prune_rate = 0.3,         -- decayed by cosine to 0.005 over the run
+  update_frequency = 100,   -- optimizer steps between prune-and-grow updates
+  sparse_which = "all",     -- all (every 2-D and 4-D weight, as SLaK) | large_kernels
 }
 
 local descriptions = {
@@ -392,6 +399,20 @@ function train.export(model, path, opts)
   lark.save(path, {model = sd, config = opts.config and stored_config(opts.config) or nil})
 end
 
+--- train.chain_hooks(a, b): hooks that run a's then b's (either may be nil).
+function train.chain_hooks(a, b)
+  if not a then return b end
+  if not b then return a end
+  local out = {}
+  for _, t in ipairs{a, b} do
+    for name, f in pairs(t) do
+      local prev = out[name]
+      out[name] = prev and function(...) prev(...); return f(...) end or f
+    end
+  end
+  return out
+end
+
 --- train.run(cfg [, hooks]): trains and evaluates; returns {test_acc, test_loss, best_acc, history,
 -- seconds, images_per_s}. cfg may also be the state from train.build (to change pieces first).
 function train.run(cfg, hooks)
@@ -411,6 +432,15 @@ function train.run(cfg, hooks)
   if first > 1 then s.train_loader:set_epoch(first) end -- the data order of epoch e is a function of (seed, e)
   local t_start = lark.clock()
   local train_time, train_images = 0, 0
+  if cfg.sparse then
+    -- masks drawn now, or on --resume the saved ones (drawing would zero restored weights)
+    local Masking = require("lark.sparse").Masking
+    s.masking = Masking(s.model, {density = cfg.density, init = cfg.sparse_init, growth = cfg.growth,
+      prune_rate = cfg.prune_rate, update_frequency = cfg.update_frequency, which = cfg.sparse_which,
+      seed = cfg.seed, optimizer = s.optimizer, total_steps = #s.train_loader * cfg.epochs,
+      masks = s.resumed_from and s.masks or nil})
+    hooks = train.chain_hooks(s.masking:hooks(), hooks)
+  end
   call(hooks, "on_start", s)
   for epoch = first, cfg.epochs do
     s.epoch = epoch
@@ -463,15 +493,16 @@ function train.run(cfg, hooks)
       train_acc = correct / math.max(seen, 1), test_loss = test_loss, test_acc = test_acc,
       lr = s.optimizer.param_groups[1].lr, epoch_seconds = dt, images_per_s = seen / math.max(dt, 1e-9),
       elapsed = lark.clock() - t_start}
+    if s.masking then m.density = (s.masking:density()) end
     history[#history + 1] = m
     if log then
       log:write(json.encode(m), "\n")
       log:flush()
     end
     if not cfg.quiet then
-      print(string.format("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.0f img/s  %s",
+      print(string.format("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.0f img/s  %s%s",
         epoch, cfg.epochs, m.train_loss, 100 * m.train_acc, test_loss, 100 * test_acc, m.images_per_s,
-        fmt_time(m.elapsed)))
+        fmt_time(m.elapsed), m.density and string.format("  density %.3f", m.density) or ""))
       io.stdout:flush()
     end
     call(hooks, "on_epoch_end", s, m)

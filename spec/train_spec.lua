@@ -67,6 +67,19 @@ describe("recipes/train.lua", function()
     os.execute("rm -rf '" .. out .. "'")
   end)
 
+  it("trains sparse with --sparse: density on target, masked weights zero, better than chance", function()
+    local r = train.run{model = "mlp", data = "digits", epochs = 3, batch_size = 32, lr = 5e-3, seed = 3, quiet = true,
+      sparse = true, density = 0.5, sparse_init = "uniform", update_frequency = 10}
+    local m = r.state.masking
+    for _, name in ipairs(m.names) do
+      local p
+      for n, t in r.state.model:named_parameters() do if n == name then p = t end end
+      assert.are.equal(0, (p:detach() * m.masks[name]:logical_not():float()):abs():sum():item(), name)
+    end
+    assert.is_true(math.abs(r.history[3].density - 0.5) < 0.05, "density " .. r.history[3].density)
+    assert.is_true(r.test_acc > 0.5, "test accuracy " .. r.test_acc)
+  end)
+
   it("trains a RepLK model on digits (8x8 inputs) without errors", function()
     local r = train.run{model = "tiny_replk", data = "digits", epochs = 1, batch_size = 64, seed = 2, quiet = true,
       train_limit = 256, test_limit = 100}
