@@ -950,19 +950,50 @@ static void release_all(int n, lark_tensor **ts) {
   for (int i = 0; i < n; i++) lark_tensor_release(ts[i]);
 }
 
+/* bias (C) or NULL, of the input's dtype */
+static int check_bias(const char *op, const lark_tensor *bias, const lark_tensor *input, int64_t c) {
+  if (!bias) return 0;
+  int rc = check_tensor(op, bias, "bias", 1);
+  if (rc || (rc = check_same_dtype(op, input, "input", bias, "bias"))) return rc;
+  if (bias->shape[0] != c)
+    return lark_set_error(LARK_ERR_SHAPE, "%s: bias must have %lld elements (one per channel), got %lld", op,
+                          (long long)c, (long long)bias->shape[0]);
+  return 0;
+}
+
+/* input_shape: 4 sizes, none negative */
+static int check_input_shape(const char *op, const int64_t input_shape[4]) {
+  if (!input_shape) return lark_set_error(LARK_ERR_ARG, "%s: input_shape is NULL", op);
+  for (int d = 0; d < 4; d++)
+    if (input_shape[d] < 0) {
+      char buf[128];
+      return lark_set_error(LARK_ERR_SHAPE, "%s: input_shape must be non-negative, got %s", op,
+                            lark_shape_str(4, input_shape, buf, sizeof buf));
+    }
+  return 0;
+}
+
+/* grad_out must be (N, C, ho, wo), the output of an input of input_shape */
+static int check_grad_out(const char *op, const lark_tensor *grad_out, const int64_t input_shape[4], int64_t ho,
+                          int64_t wo) {
+  const int64_t want[4] = {input_shape[0], input_shape[1], ho, wo};
+  for (int d = 0; d < 4; d++)
+    if (grad_out->shape[d] != want[d]) {
+      char b1[128], b2[128], b3[128];
+      return lark_set_error(LARK_ERR_SHAPE, "%s: grad_out must have shape %s (the output of input %s), got %s", op,
+                            lark_shape_str(4, want, b1, sizeof b1), lark_shape_str(4, input_shape, b2, sizeof b2),
+                            lark_shape_str(4, grad_out->shape, b3, sizeof b3));
+    }
+  return 0;
+}
+
 static lark_tensor *dwconv_forward(const char *op, bool reference, const lark_tensor *input,
                                    const lark_tensor *weight, const lark_tensor *bias, const lark_conv2d_params *p) {
   if (check_tensor(op, input, "input", 4) || check_params(op, p)) return NULL;
   int64_t n = input->shape[0], c = input->shape[1], h = input->shape[2], w = input->shape[3], ho, wo;
-  if (check_weight(op, weight, c, p) || check_same_dtype(op, input, "input", weight, "weight")) return NULL;
-  if (bias) {
-    if (check_tensor(op, bias, "bias", 1) || check_same_dtype(op, input, "input", bias, "bias")) return NULL;
-    if (bias->shape[0] != c) {
-      lark_set_error(LARK_ERR_SHAPE, "%s: bias must have %lld elements (one per channel), got %lld", op,
-                     (long long)c, (long long)bias->shape[0]);
-      return NULL;
-    }
-  }
+  if (check_weight(op, weight, c, p) || check_same_dtype(op, input, "input", weight, "weight") ||
+      check_bias(op, bias, input, c))
+    return NULL;
   if (lark_conv2d_output_size(op, h, w, p, &ho, &wo)) return NULL;
   if (!reference && !is_fast(p) && via_stride_one(p) && n * c * ho * wo > 0) {
     lark_conv2d_params p1 = stride_one(p);
@@ -1009,27 +1040,11 @@ static lark_tensor *dwconv_forward(const char *op, bool reference, const lark_te
 static lark_tensor *dwconv_backward_input(const char *op, bool reference, const lark_tensor *grad_out,
                                           const lark_tensor *weight, const int64_t input_shape[4],
                                           const lark_conv2d_params *p) {
-  if (check_tensor(op, grad_out, "grad_out", 4) || check_params(op, p)) return NULL;
-  if (!input_shape) {
-    lark_set_error(LARK_ERR_ARG, "%s: input_shape is NULL", op);
+  if (check_tensor(op, grad_out, "grad_out", 4) || check_params(op, p) || check_input_shape(op, input_shape))
     return NULL;
-  }
   int64_t n = input_shape[0], c = input_shape[1], h = input_shape[2], w = input_shape[3], ho, wo;
-  if (n < 0 || c < 0 || h < 0 || w < 0) {
-    char buf[128];
-    lark_set_error(LARK_ERR_SHAPE, "%s: input_shape must be non-negative, got %s", op,
-                   lark_shape_str(4, input_shape, buf, sizeof buf));
-    return NULL;
-  }
   if (check_weight(op, weight, c, p) || check_same_dtype(op, grad_out, "grad_out", weight, "weight")) return NULL;
-  if (lark_conv2d_output_size(op, h, w, p, &ho, &wo)) return NULL;
-  if (grad_out->shape[0] != n || grad_out->shape[1] != c || grad_out->shape[2] != ho || grad_out->shape[3] != wo) {
-    char b1[128], b2[128], b3[128];
-    lark_set_error(LARK_ERR_SHAPE, "%s: grad_out must have shape %s (the output of input %s), got %s", op,
-                   lark_shape_str(4, (int64_t[]){n, c, ho, wo}, b1, sizeof b1), lark_shape_str(4, input_shape, b2, sizeof b2),
-                   lark_shape_str(4, grad_out->shape, b3, sizeof b3));
-    return NULL;
-  }
+  if (lark_conv2d_output_size(op, h, w, p, &ho, &wo) || check_grad_out(op, grad_out, input_shape, ho, wo)) return NULL;
   if (!reference && !is_fast(p) && via_stride_one(p) && n * c * h * w > 0) {
     lark_conv2d_params p1 = stride_one(p);
     lark_tensor *full = spread_grad(grad_out, h, w, p);
@@ -1078,14 +1093,7 @@ static lark_tensor *dwconv_backward_weight(const char *op, bool reference, const
       check_same_dtype(op, input, "input", grad_out, "grad_out"))
     return NULL;
   int64_t n = input->shape[0], c = input->shape[1], h = input->shape[2], w = input->shape[3], ho, wo;
-  if (lark_conv2d_output_size(op, h, w, p, &ho, &wo)) return NULL;
-  if (grad_out->shape[0] != n || grad_out->shape[1] != c || grad_out->shape[2] != ho || grad_out->shape[3] != wo) {
-    char b1[128], b2[128], b3[128];
-    lark_set_error(LARK_ERR_SHAPE, "%s: grad_out must have shape %s (the output of input %s), got %s", op,
-                   lark_shape_str(4, (int64_t[]){n, c, ho, wo}, b1, sizeof b1),
-                   lark_shape_str(4, input->shape, b2, sizeof b2), lark_shape_str(4, grad_out->shape, b3, sizeof b3));
-    return NULL;
-  }
+  if (lark_conv2d_output_size(op, h, w, p, &ho, &wo) || check_grad_out(op, grad_out, input->shape, ho, wo)) return NULL;
   if (!reference && !is_fast(p) && via_stride_one(p) && n * c * ho * wo > 0) {
     lark_conv2d_params p1 = stride_one(p);
     lark_tensor *full = spread_grad(grad_out, h, w, p);
@@ -1180,20 +1188,6 @@ static int check_sum_kernels(const char *op, int nk, const lark_tensor *const we
   return 0;
 }
 
-/* acc += t, both contiguous of the same dtype and size */
-static void add_into(lark_tensor *acc, const lark_tensor *t) {
-  int64_t n = lark_numel(acc);
-  if (acc->dtype == LARK_FLOAT32) {
-    float *a = lark_data_ptr(acc);
-    const float *b = lark_data_ptr(t);
-    for (int64_t i = 0; i < n; i++) a[i] += b[i];
-  } else {
-    double *a = lark_data_ptr(acc);
-    const double *b = lark_data_ptr(t);
-    for (int64_t i = 0; i < n; i++) a[i] += b[i];
-  }
-}
-
 static lark_tensor *dwconv_sum_forward(const char *op, bool reference, const lark_tensor *input, int nk,
                                        const lark_tensor *const weights[], const lark_tensor *bias,
                                        const lark_conv2d_params p[]) {
@@ -1212,22 +1206,19 @@ static lark_tensor *dwconv_sum_forward(const char *op, bool reference, const lar
         return NULL;
       }
       if (out) {
-        add_into(out, t);
+        int rc = lark_binary_(LARK_OP_ADD, out, t);
         lark_tensor_release(t);
+        if (rc) {
+          lark_tensor_release(out);
+          return NULL;
+        }
       } else {
         out = t;
       }
     }
     return out;
   }
-  if (bias) {
-    if (check_tensor(op, bias, "bias", 1) || check_same_dtype(op, input, "input", bias, "bias")) return NULL;
-    if (bias->shape[0] != c) {
-      lark_set_error(LARK_ERR_SHAPE, "%s: bias must have %lld elements (one per channel), got %lld", op,
-                     (long long)c, (long long)bias->shape[0]);
-      return NULL;
-    }
-  }
+  if (check_bias(op, bias, input, c)) return NULL;
   lark_tensor *out = lark_empty(4, (int64_t[]){n, c, ho, wo}, input->dtype, NULL);
   if (!out || lark_numel(out) == 0) return out;
   lark_tensor *ops[MAX_SUM + 2] = {lark_contiguous(input), bias ? lark_contiguous(bias) : NULL};
@@ -1257,18 +1248,8 @@ static lark_tensor *dwconv_sum_forward(const char *op, bool reference, const lar
 static lark_tensor *dwconv_sum_backward_input(const char *op, bool reference, const lark_tensor *grad_out, int nk,
                                               const lark_tensor *const weights[], const int64_t input_shape[4],
                                               const lark_conv2d_params p[]) {
-  if (check_tensor(op, grad_out, "grad_out", 4)) return NULL;
-  if (!input_shape) {
-    lark_set_error(LARK_ERR_ARG, "%s: input_shape is NULL", op);
-    return NULL;
-  }
+  if (check_tensor(op, grad_out, "grad_out", 4) || check_input_shape(op, input_shape)) return NULL;
   int64_t n = input_shape[0], c = input_shape[1], h = input_shape[2], w = input_shape[3], ho, wo;
-  if (n < 0 || c < 0 || h < 0 || w < 0) {
-    char buf[128];
-    lark_set_error(LARK_ERR_SHAPE, "%s: input_shape must be non-negative, got %s", op,
-                   lark_shape_str(4, input_shape, buf, sizeof buf));
-    return NULL;
-  }
   if (check_sum_kernels(op, nk, weights, p, c, h, w, grad_out->dtype, &ho, &wo)) return NULL;
   bool fast = !reference;
   for (int k = 0; k < nk; k++) fast = fast && is_fast(&p[k]);
@@ -1281,21 +1262,19 @@ static lark_tensor *dwconv_sum_backward_input(const char *op, bool reference, co
         return NULL;
       }
       if (gx) {
-        add_into(gx, t);
+        int rc = lark_binary_(LARK_OP_ADD, gx, t);
         lark_tensor_release(t);
+        if (rc) {
+          lark_tensor_release(gx);
+          return NULL;
+        }
       } else {
         gx = t;
       }
     }
     return gx;
   }
-  if (grad_out->shape[0] != n || grad_out->shape[1] != c || grad_out->shape[2] != ho || grad_out->shape[3] != wo) {
-    char b1[128], b2[128], b3[128];
-    lark_set_error(LARK_ERR_SHAPE, "%s: grad_out must have shape %s (the output of input %s), got %s", op,
-                   lark_shape_str(4, (int64_t[]){n, c, ho, wo}, b1, sizeof b1), lark_shape_str(4, input_shape, b2, sizeof b2),
-                   lark_shape_str(4, grad_out->shape, b3, sizeof b3));
-    return NULL;
-  }
+  if (check_grad_out(op, grad_out, input_shape, ho, wo)) return NULL;
   lark_tensor *gx = lark_empty(4, input_shape, grad_out->dtype, NULL);
   if (!gx || lark_numel(gx) == 0) return gx;
   lark_tensor *ops[MAX_SUM + 1] = {lark_contiguous(grad_out)};
