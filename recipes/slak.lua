@@ -33,15 +33,7 @@ local init = require "lark.nn.init_fns"
 
 local S = {}
 
-local function isinstance(m, cls)
-  local c = getmetatable(m)
-  while c do
-    if c == cls then return true end
-    local mt = getmetatable(c)
-    c = mt and rawget(mt, "__index")
-  end
-  return false
-end
+local isinstance = nn.is_instance
 
 -- ---- conv-BN ------------------------------------------------------------------------------------
 

@@ -13,15 +13,7 @@
 local lark = require "lark"
 local nn = require "lark.nn"
 
-local function isinstance(m, cls)
-  local c = getmetatable(m)
-  while c do
-    if c == cls then return true end
-    local mt = getmetatable(c)
-    c = mt and rawget(mt, "__index")
-  end
-  return false
-end
+local isinstance = nn.is_instance
 
 -- The MACs a module's own computation adds for one call (children count themselves).
 local function own_macs(m, input, output)

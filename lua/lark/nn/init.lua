@@ -16,6 +16,7 @@ nn.init = require "lark.nn.init_fns"
 local module = require "lark.nn.module"
 nn.Module = module.Module
 nn.is_module = module.is_module
+nn.is_instance = module.is_instance
 nn.state_dict_keys = module.state_dict_keys
 
 for _, lib in ipairs{"lark.nn.containers", "lark.nn.layers", "lark.nn.loss"} do

@@ -40,6 +40,18 @@ local function is_module(x)
 end
 nn_module.is_module = is_module
 
+--- nn.is_instance(m, cls): whether module m is an instance of class cls or of a class derived from
+-- it (walks the chain of classes made by extend).
+function nn_module.is_instance(m, cls)
+  local c = getmetatable(m)
+  while c do
+    if c == cls then return true end
+    local mt = getmetatable(c)
+    c = mt and rawget(mt, "__index")
+  end
+  return false
+end
+
 local Module = {}
 Module.__name = "Module"
 Module.__index = Module
