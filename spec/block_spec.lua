@@ -6,38 +6,6 @@
 -- examples/bench/block.lua times.
 local F = require "lark.nn.functional"
 
-local PYTHON = "/usr/bin/python3"
-
-local function have_torch()
-  local p = io.popen(PYTHON .. " -c 'import torch; print(torch.__version__)' 2>/dev/null")
-  local v = p and p:read("l")
-  if p then p:close() end
-  return v ~= nil
-end
-
--- Runs a Python script; returns a table of its output lines "name v1 v2 ...", each a list of numbers
--- under its name, and the whole output (for a failure message).
-local function run_torch(script)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(script)
-  f:close()
-  local p = io.popen(PYTHON .. " " .. path .. " 2>&1")
-  local out, text = {}, {}
-  for line in p:lines() do
-    text[#text + 1] = line
-    local name, rest = line:match("^(%S+)%s(.*)$")
-    if name then
-      local nums = {}
-      for w in rest:gmatch("%S+") do nums[#nums + 1] = tonumber(w) end
-      out[name] = nums
-    end
-  end
-  p:close()
-  os.remove(path)
-  return out, table.concat(text, "\n")
-end
-
 -- "[v1,v2,...]": a tensor's values in row-major order, exact in float64 (and so for float32).
 local function pyvals(t)
   local v = t:double():contiguous():view(-1):table()
@@ -157,7 +125,7 @@ describe("RepLKNet pair (RepLK 27x27 + 5x5, ConvFFN) against PyTorch", function(
       local x = rand_tensor({N, C, R, R}, dtype)
       x.requires_grad = true
       local gy = rand_tensor({N, C, R, R}, dtype)
-      local expected, text = run_torch(torch_script(P, x, gy, dtype))
+      local expected, text = run_python_keyed(torch_script(P, x, gy, dtype))
       assert.truthy(expected.out, "PyTorch gave no output:\n" .. text:sub(1, 2000))
 
       local out = pair(P, x)

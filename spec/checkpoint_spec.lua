@@ -34,16 +34,6 @@ local function tmps_of(p)
   return out
 end
 
-local have_h5py_cached
-local function have_h5py()
-  if have_h5py_cached == nil then
-    local p = io.popen(PYTHON .. " -c 'import h5py, numpy; print(h5py.__version__)' 2>/dev/null")
-    local v = p and p:read("l")
-    if p then p:close() end
-    have_h5py_cached = v ~= nil
-  end
-  return have_h5py_cached
-end
 
 -- same dtype, shape and values (exact; NaN matches NaN)
 local function same_tensor(a, b, what)

@@ -54,16 +54,6 @@ local function assert_bits(a, b, what)
   end
 end
 
-local have_h5py_cached
-local function have_h5py()
-  if have_h5py_cached == nil then
-    local p = io.popen(PYTHON .. " -c 'import h5py, numpy; print(h5py.__version__)' 2>/dev/null")
-    local v = p and p:read("l")
-    if p then p:close() end
-    have_h5py_cached = v ~= nil
-  end
-  return have_h5py_cached
-end
 
 -- one tensor of each dtype, with the awkward values in it
 local function samples()

@@ -235,6 +235,18 @@ function have_torch()
   return torch_present
 end
 
+local h5py_checked, h5py_present
+--- have_h5py(): whether /usr/bin/python3 can import h5py and numpy (checked once per run).
+function have_h5py()
+  if not h5py_checked then
+    local p = io.popen(PYTHON .. " -c 'import h5py, numpy; print(h5py.__version__)' 2>/dev/null")
+    local v = p and p:read("l")
+    if p then p:close() end
+    h5py_checked, h5py_present = true, v ~= nil
+  end
+  return h5py_present
+end
+
 --- pylist(t): a Python list literal of a tensor's values, nested like its shape, exact in float64.
 function pylist(t)
   local function rec(x)
@@ -279,4 +291,20 @@ function run_python_numbers(script)
     lines[i] = nums
   end
   return lines
+end
+
+--- run_python_keyed(script): run_python, each line "key v1 v2 ..." becoming result[key] = {v1, v2, ...}
+-- (numbers); returns result and the whole output (for failure messages).
+function run_python_keyed(script)
+  local lines = run_python(script)
+  local res = {}
+  for _, line in ipairs(lines) do
+    local key, rest = line:match("^(%S+)%s?(.*)$")
+    if key then
+      local vals = {}
+      for v in rest:gmatch("%S+") do vals[#vals + 1] = tonumber(v) end
+      res[key] = vals
+    end
+  end
+  return res, table.concat(lines, "\n")
 end

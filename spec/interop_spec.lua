@@ -33,16 +33,6 @@ local CONFIGS = {
 
 -- ---- what the specs need, and pending() when it is missing ------------------------------------------
 
-local h5py_checked, h5py_ok
-local function have_h5py()
-  if not h5py_checked then
-    local p = io.popen(PYTHON .. " -c 'import h5py, numpy; print(h5py.__version__)' 2>/dev/null")
-    local v = p and p:read("l")
-    if p then p:close() end
-    h5py_checked, h5py_ok = true, v ~= nil
-  end
-  return h5py_ok
-end
 
 local function file_exists(p)
   local f = io.open(p, "rb")

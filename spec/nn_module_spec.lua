@@ -6,23 +6,9 @@
 local nn = require "lark.nn"
 local F = nn.functional
 
-local PYTHON = "/usr/bin/python3"
-
 -- ---- helpers ---------------------------------------------------------------------------------------
 
-local function have_torch()
-  local p = io.popen(PYTHON .. " -c 'import torch; print(torch.__version__)' 2>/dev/null")
-  local v = p and p:read("l")
-  if p then p:close() end
-  return v ~= nil
-end
 
-local function values_of(t)
-  local out = {}
-  local f = t:double():contiguous():view(-1):table()
-  for i = 1, #f do out[i] = string.format("%.17g", f[i]) end
-  return out
-end
 
 -- A Python expression building tensor t (float64 unless dtype says otherwise).
 local function py_tensor(t, dtype)
@@ -32,27 +18,13 @@ local function py_tensor(t, dtype)
     dtype or "float64", table.concat(shape, ","))
 end
 
--- Runs a Python script; every printed line "key v1 v2 ..." becomes result[key] = {v1, v2, ...}.
+-- Runs Python lines after a torch prelude with out(key, t); every printed line "key v1 v2 ..." becomes
+-- result[key] = {v1, v2, ...} (spec/helper.lua's run_python_keyed).
 local function run_torch(lines)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write("import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\ntorch.set_printoptions(precision=17)\n")
-  f:write("def out(key, t):\n    print(key, ' '.join(repr(float(e)) for e in torch.as_tensor(t).detach().reshape(-1).tolist()))\n")
-  f:write(table.concat(lines, "\n"))
-  f:write("\n")
-  f:close()
-  local p = io.popen(PYTHON .. " " .. path .. " 2>&1")
-  local text = p:read("a")
-  p:close()
-  os.remove(path)
-  local res = {}
-  for line in text:gmatch("[^\n]+") do
-    local key, rest = line:match("^(%S+)%s?(.*)$")
-    local vals = {}
-    for v in rest:gmatch("%S+") do vals[#vals + 1] = tonumber(v) end
-    res[key] = vals
-  end
-  return res, text
+  return run_python_keyed("import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n" ..
+    "torch.set_printoptions(precision=17)\n" ..
+    "def out(key, t):\n    print(key, ' '.join(repr(float(e)) for e in torch.as_tensor(t).detach().reshape(-1).tolist()))\n" ..
+    table.concat(lines, "\n") .. "\n")
 end
 
 local function expect_key(res, text, key)
