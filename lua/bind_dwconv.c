@@ -7,6 +7,10 @@
  *   lark.dwconv2d_sum(input, {w1, w2, ...} [, bias] [, {opts1, opts2, ...}]) -> (N, C, Ho, Wo)
  *   lark.dwconv2d_sum_backward_input(grad_out, {w1, w2, ...}, input_size [, {opts...}]) -> (N, C, H, W)
  *   and the same five with `_reference` appended: the plain loops the fast paths are tested against.
+ *   lark.dwconv2d_masked(input, weight, mask [, bias] [, opts]) and its _backward_input/_weight,
+ *   lark.dwconv2d_sum_masked(input, {w...}, {m...} [, bias] [, {opts...}]) and its _backward_input/
+ *   _weight: SLaK's sparse kernels (core/ops/dwconv_sparse.c), skipping masked-out taps;
+ *   lark.dwconv2d_masked records its gradient. lark.dwconv2d_sparse_path([mode]) picks the kernels.
  *
  * The _sum pair is SLaK's decomposed kernel (51x5 + 5x51 + 5x5 on the same input, summed) in one
  * pass; its options are one table per kernel (or one table for all), and without them each kernel
@@ -91,6 +95,16 @@ static void kernel_from_weight(lua_State *L, const lark_tensor *w, const char *f
   p->kw = (int)w->shape[3];
 }
 
+/* The input size {N, C, H, W} at idx into shape. */
+static void input_size(lua_State *L, int idx, const char *fname, int64_t shape[LARK_MAX_DIMS]) {
+  if (!lua_istable(L, idx) || lb_is(L, idx))
+    luaL_error(L, "%s: argument %d: expected the input size {N, C, H, W}, got %s", fname, idx, luaL_typename(L, idx));
+  lua_pushvalue(L, idx);
+  int nd = lb_checkshape(L, lua_gettop(L), shape, fname);
+  lua_pop(L, 1);
+  if (nd != 4) luaL_error(L, "%s: argument %d: the input size must have 4 entries, got %d", fname, idx, nd);
+}
+
 static int forward_impl(lua_State *L, const char *fname, bool reference) {
   lark_tensor *x = lb_check(L, 1, fname), *w = lb_check(L, 2, fname);
   lark_tensor *b = NULL;
@@ -107,12 +121,7 @@ static int forward_impl(lua_State *L, const char *fname, bool reference) {
 static int backward_input_impl(lua_State *L, const char *fname, bool reference) {
   lark_tensor *gy = lb_check(L, 1, fname), *w = lb_check(L, 2, fname);
   int64_t shape[LARK_MAX_DIMS];
-  if (!lua_istable(L, 3) || lb_is(L, 3))
-    luaL_error(L, "%s: argument 3: expected the input size {N, C, H, W}, got %s", fname, luaL_typename(L, 3));
-  lua_pushvalue(L, 3);
-  int nd = lb_checkshape(L, lua_gettop(L), shape, fname);
-  lua_pop(L, 1);
-  if (nd != 4) luaL_error(L, "%s: argument 3: the input size must have 4 entries, got %d", fname, nd);
+  input_size(L, 3, fname, shape);
   lark_conv2d_params p;
   check_opts(L, 4, fname, &p);
   kernel_from_weight(L, w, fname, &p);
@@ -190,12 +199,7 @@ static int sum_forward_impl(lua_State *L, const char *fname, bool reference) {
 static int sum_backward_input_impl(lua_State *L, const char *fname, bool reference) {
   lark_tensor *gy = lb_check(L, 1, fname), *ws[MAX_KERNELS];
   int64_t shape[LARK_MAX_DIMS];
-  if (!lua_istable(L, 3) || lb_is(L, 3))
-    luaL_error(L, "%s: argument 3: expected the input size {N, C, H, W}, got %s", fname, luaL_typename(L, 3));
-  lua_pushvalue(L, 3);
-  int nd = lb_checkshape(L, lua_gettop(L), shape, fname);
-  lua_pop(L, 1);
-  if (nd != 4) luaL_error(L, "%s: argument 3: the input size must have 4 entries, got %d", fname, nd);
+  input_size(L, 3, fname, shape);
   lark_conv2d_params ps[MAX_KERNELS];
   int nk = sum_kernels(L, 2, 4, fname, ws, ps);
   const lark_tensor *cws[MAX_KERNELS];
@@ -223,6 +227,134 @@ static int l_backward_weight_ref(lua_State *L) {
   return backward_weight_impl(L, "dwconv2d_backward_weight_reference", true);
 }
 
+/* ---- masked kernels (core/ops/dwconv_sparse.c) ---------------------------------------------- */
+
+/* The masks at idx: a list with one entry per kernel, each a bool tensor or false (dense). */
+static void sum_masks(lua_State *L, int idx, int nk, const char *fname, const lark_tensor **ms) {
+  if (!lua_istable(L, idx) || lb_is(L, idx))
+    luaL_error(L, "%s: argument %d: expected a table of masks {m1, m2, ...} (false for a dense kernel), got %s", fname,
+               idx, luaL_typename(L, idx));
+  if (luaL_len(L, idx) > nk)
+    luaL_error(L, "%s: argument %d: expected one mask per kernel (%d), got %I", fname, idx, nk,
+               (lua_Integer)luaL_len(L, idx));
+  for (int k = 0; k < nk; k++) {
+    lua_geti(L, idx, k + 1);
+    ms[k] = lua_toboolean(L, -1) ? lb_check(L, lua_gettop(L), fname) : NULL;
+    lua_pop(L, 1);
+  }
+}
+
+/* opts.dense_grad (default false) */
+static bool opt_dense_grad(lua_State *L, int idx) {
+  if (!lua_istable(L, idx) || lb_is(L, idx)) return false;
+  lua_getfield(L, idx, "dense_grad");
+  bool d = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return d;
+}
+
+/* lark.dwconv2d_masked(input, weight, mask [, bias] [, opts]) -> (N, C, Ho, Wo): the convolution
+ * with weight * mask, skipping masked-out taps; records its gradient (autograd). opts as
+ * dwconv2d's, plus dense_grad = true for the dense weight gradient (gradient growth). */
+static int l_masked(lua_State *L) {
+  const char *fname = "dwconv2d_masked";
+  lark_tensor *x = lb_check(L, 1, fname), *w = lb_check(L, 2, fname), *m = lb_check(L, 3, fname), *b = NULL;
+  int oi = 4;
+  if (lb_is(L, 4)) b = lb_check(L, 4, fname), oi = 5;
+  else if (lua_isnil(L, 4)) oi = 5;
+  lark_conv2d_params p;
+  check_opts(L, oi, fname, &p);
+  kernel_from_weight(L, w, fname, &p);
+  lb_push(L, lark_dwconv2d_masked(x, w, m, b, &p, opt_dense_grad(L, oi)));
+  return 1;
+}
+
+/* lark.dwconv2d_masked_backward_input(grad_out, weight, mask, input_size [, opts]) -> (N, C, H, W) */
+static int l_masked_backward_input(lua_State *L) {
+  const char *fname = "dwconv2d_masked_backward_input";
+  lark_tensor *gy = lb_check(L, 1, fname), *w = lb_check(L, 2, fname), *m = lb_check(L, 3, fname);
+  int64_t shape[LARK_MAX_DIMS];
+  input_size(L, 4, fname, shape);
+  lark_conv2d_params p;
+  check_opts(L, 5, fname, &p);
+  kernel_from_weight(L, w, fname, &p);
+  lb_push(L, lark_dwconv2d_masked_backward_input(gy, w, m, shape, &p));
+  return 1;
+}
+
+/* lark.dwconv2d_masked_backward_weight(grad_out, input, mask [, opts]) -> (C, 1, kh, kw), zero at
+ * masked-out taps (the kernel size is the mask's) */
+static int l_masked_backward_weight(lua_State *L) {
+  const char *fname = "dwconv2d_masked_backward_weight";
+  lark_tensor *gy = lb_check(L, 1, fname), *x = lb_check(L, 2, fname), *m = lb_check(L, 3, fname);
+  lark_conv2d_params p;
+  check_opts(L, 4, fname, &p);
+  if (m->ndim != 4) luaL_error(L, "%s: argument 3: mask must be 4-D (C, 1, kh, kw), got %d-D", fname, m->ndim);
+  kernel_from_weight(L, m, fname, &p);
+  lb_push(L, lark_dwconv2d_masked_backward_weight(gy, x, m, &p));
+  return 1;
+}
+
+/* lark.dwconv2d_sum_masked(input, {w1, ...}, {m1 or false, ...} [, bias] [, {opts...}]) */
+static int l_sum_masked(lua_State *L) {
+  const char *fname = "dwconv2d_sum_masked";
+  lark_tensor *x = lb_check(L, 1, fname), *b = NULL, *ws[MAX_KERNELS];
+  int oi = 4;
+  if (lb_is(L, 4)) b = lb_check(L, 4, fname), oi = 5;
+  else if (lua_isnil(L, 4)) oi = 5;
+  lark_conv2d_params ps[MAX_KERNELS];
+  int nk = sum_kernels(L, 2, oi, fname, ws, ps);
+  const lark_tensor *cws[MAX_KERNELS], *ms[MAX_KERNELS];
+  for (int k = 0; k < nk; k++) cws[k] = ws[k];
+  sum_masks(L, 3, nk, fname, ms);
+  lb_push(L, lark_dwconv2d_masked_sum_forward(x, nk, cws, ms, b, ps));
+  return 1;
+}
+
+/* lark.dwconv2d_sum_masked_backward_input(grad_out, {w1, ...}, {m1, ...}, input_size [, {opts...}]) */
+static int l_sum_masked_backward_input(lua_State *L) {
+  const char *fname = "dwconv2d_sum_masked_backward_input";
+  lark_tensor *gy = lb_check(L, 1, fname), *ws[MAX_KERNELS];
+  int64_t shape[LARK_MAX_DIMS];
+  input_size(L, 4, fname, shape);
+  lark_conv2d_params ps[MAX_KERNELS];
+  int nk = sum_kernels(L, 2, 5, fname, ws, ps);
+  const lark_tensor *cws[MAX_KERNELS], *ms[MAX_KERNELS];
+  for (int k = 0; k < nk; k++) cws[k] = ws[k];
+  sum_masks(L, 3, nk, fname, ms);
+  lb_push(L, lark_dwconv2d_masked_sum_backward_input(gy, nk, cws, ms, shape, ps));
+  return 1;
+}
+
+/* lark.dwconv2d_sum_masked_backward_weight(grad_out, input, {w1, ...}, {m1, ...} [, {opts...}])
+ * -> {gw1, gw2, ...}: each kernel's weight gradient (zero at its masked-out taps); the weights
+ * only give the kernel sizes. */
+static int l_sum_masked_backward_weight(lua_State *L) {
+  const char *fname = "dwconv2d_sum_masked_backward_weight";
+  lark_tensor *gy = lb_check(L, 1, fname), *x = lb_check(L, 2, fname), *ws[MAX_KERNELS];
+  lark_conv2d_params ps[MAX_KERNELS];
+  int nk = sum_kernels(L, 3, 5, fname, ws, ps);
+  const lark_tensor *ms[MAX_KERNELS];
+  sum_masks(L, 4, nk, fname, ms);
+  lark_tensor *gs[MAX_KERNELS];
+  if (lark_dwconv2d_masked_sum_backward_weight(gy, x, nk, ms, ps, gs)) return lb_error(L);
+  lua_createtable(L, nk, 0);
+  for (int k = 0; k < nk; k++) {
+    lb_push(L, gs[k]);
+    lua_seti(L, -2, k + 1);
+  }
+  return 1;
+}
+
+/* lark.dwconv2d_sparse_path([mode]) -> the mode before: "auto" (the sparse kernels where they are
+ * faster), "sparse" or "dense" (for tests and benchmarks). */
+static int l_sparse_path(lua_State *L) {
+  const char *before = lark_dwconv2d_sparse_path();
+  if (!lua_isnoneornil(L, 1) && lark_dwconv2d_set_sparse_path(luaL_checkstring(L, 1))) return lb_error(L);
+  lua_pushstring(L, before);
+  return 1;
+}
+
 void lb_register_dwconv(lua_State *L, int mod, int methods) {
   static const luaL_Reg fns[] = {
       {"dwconv2d", l_forward},
@@ -235,6 +367,13 @@ void lb_register_dwconv(lua_State *L, int mod, int methods) {
       {"dwconv2d_sum_reference", l_sum_forward_ref},
       {"dwconv2d_sum_backward_input", l_sum_backward_input},
       {"dwconv2d_sum_backward_input_reference", l_sum_backward_input_ref},
+      {"dwconv2d_masked", l_masked},
+      {"dwconv2d_masked_backward_input", l_masked_backward_input},
+      {"dwconv2d_masked_backward_weight", l_masked_backward_weight},
+      {"dwconv2d_sum_masked", l_sum_masked},
+      {"dwconv2d_sum_masked_backward_input", l_sum_masked_backward_input},
+      {"dwconv2d_sum_masked_backward_weight", l_sum_masked_backward_weight},
+      {"dwconv2d_sparse_path", l_sparse_path},
       {NULL, NULL}};
   lb_register(L, mod, fns);
   lb_register(L, methods, fns);

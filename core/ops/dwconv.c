@@ -1167,12 +1167,12 @@ static int check_sum_kernels(const char *op, int nk, const lark_tensor *const we
                              int64_t c, int64_t h, int64_t w, lark_dtype dt, int64_t *ho, int64_t *wo) {
   if (nk < 1 || nk > MAX_SUM)
     return lark_set_error(LARK_ERR_ARG, "%s: expected 1 to %d kernels, got %d", op, MAX_SUM, nk);
-  if (!weights || !p) return lark_set_error(LARK_ERR_ARG, "%s: weights or params is NULL", op);
+  if (!p) return lark_set_error(LARK_ERR_ARG, "%s: params is NULL", op);
   for (int k = 0; k < nk; k++) {
     int64_t kho, kwo;
     int rc = check_params(op, &p[k]);
-    if (rc || (rc = check_weight(op, weights[k], c, &p[k]))) return rc;
-    if (weights[k]->dtype != dt)
+    if (rc || (weights && (rc = check_weight(op, weights[k], c, &p[k])))) return rc;
+    if (weights && weights[k]->dtype != dt)
       return lark_set_error(LARK_ERR_DTYPE, "%s: kernel %d is %s, expected %s like the input", op, k + 1,
                             lark_dtype_name(weights[k]->dtype), lark_dtype_name(dt));
     if ((rc = lark_conv2d_output_size(op, h, w, &p[k], &kho, &kwo))) return rc;
@@ -1188,11 +1188,25 @@ static int check_sum_kernels(const char *op, int nk, const lark_tensor *const we
   return 0;
 }
 
+/* The checks of the passes above, for dwconv_sparse.c: x is the input (input_shape NULL) or the
+ * grad_out of an input of input_shape; weights NULL checks the params alone (weight gradients). */
+int lark_dwconv_check_args(const char *op, const lark_tensor *x, const int64_t input_shape[4], int nk,
+                           const lark_tensor *const weights[], const lark_tensor *bias, const lark_conv2d_params p[],
+                           int64_t *ho, int64_t *wo) {
+  int rc = check_tensor(op, x, input_shape ? "grad_out" : "input", 4);
+  if (rc || (input_shape && (rc = check_input_shape(op, input_shape)))) return rc;
+  const int64_t *shape = input_shape ? input_shape : x->shape;
+  if ((rc = check_sum_kernels(op, nk, weights, p, shape[1], shape[2], shape[3], x->dtype, ho, wo))) return rc;
+  if (input_shape && (rc = check_grad_out(op, x, input_shape, *ho, *wo))) return rc;
+  return check_bias(op, bias, x, shape[1]);
+}
+
 static lark_tensor *dwconv_sum_forward(const char *op, bool reference, const lark_tensor *input, int nk,
                                        const lark_tensor *const weights[], const lark_tensor *bias,
                                        const lark_conv2d_params p[]) {
   if (check_tensor(op, input, "input", 4)) return NULL;
   int64_t n = input->shape[0], c = input->shape[1], h = input->shape[2], w = input->shape[3], ho, wo;
+  if (!weights) return (lark_set_error(LARK_ERR_ARG, "%s: weights is NULL", op), NULL);
   if (check_sum_kernels(op, nk, weights, p, c, h, w, input->dtype, &ho, &wo)) return NULL;
   bool fast = !reference;
   for (int k = 0; k < nk; k++) fast = fast && is_fast(&p[k]);
@@ -1250,6 +1264,7 @@ static lark_tensor *dwconv_sum_backward_input(const char *op, bool reference, co
                                               const lark_conv2d_params p[]) {
   if (check_tensor(op, grad_out, "grad_out", 4) || check_input_shape(op, input_shape)) return NULL;
   int64_t n = input_shape[0], c = input_shape[1], h = input_shape[2], w = input_shape[3], ho, wo;
+  if (!weights) return (lark_set_error(LARK_ERR_ARG, "%s: weights is NULL", op), NULL);
   if (check_sum_kernels(op, nk, weights, p, c, h, w, grad_out->dtype, &ho, &wo)) return NULL;
   bool fast = !reference;
   for (int k = 0; k < nk; k++) fast = fast && is_fast(&p[k]);

@@ -68,6 +68,44 @@ lark_tensor *lark_dwconv2d_sum_backward_input_reference(const lark_tensor *grad_
                                                         const lark_tensor *const weights[],
                                                         const int64_t input_shape[4], const lark_conv2d_params p[]);
 
+/* ---- masked kernels (core/ops/dwconv_sparse.c) -----------------------------------------------
+ *
+ * SLaK's sparse kernels: each kernel carries a mask (C, 1, kh, kw) bool (true = live tap) or NULL
+ * (dense). The results are those of the dense kernels on weight * mask; the weight gradient is the
+ * dense one times the mask (0 at masked-out taps; for the "dense gradients" of gradient growth, use
+ * lark_dwconv2d_backward_weight). At stride 1, dilation 1 the masked-out taps are skipped when few
+ * enough taps are live (see lark_dwconv2d_set_sparse_path); other parameters run the dense
+ * kernels on weight * mask. */
+lark_tensor *lark_dwconv2d_masked_forward(const lark_tensor *input, const lark_tensor *weight, const lark_tensor *mask,
+                                          const lark_tensor *bias, const lark_conv2d_params *p);
+lark_tensor *lark_dwconv2d_masked_backward_input(const lark_tensor *grad_out, const lark_tensor *weight,
+                                                 const lark_tensor *mask, const int64_t input_shape[4],
+                                                 const lark_conv2d_params *p);
+lark_tensor *lark_dwconv2d_masked_backward_weight(const lark_tensor *grad_out, const lark_tensor *input,
+                                                  const lark_tensor *mask, const lark_conv2d_params *p);
+/* The forward pass that records its gradient (autograd): input and weight gradients as above; with
+ * dense_grad the weight gradient is the dense one (every tap, for gradient growth). */
+lark_tensor *lark_dwconv2d_masked(const lark_tensor *input, const lark_tensor *weight, const lark_tensor *mask,
+                                  const lark_tensor *bias, const lark_conv2d_params *p, bool dense_grad);
+/* The summed kernels of lark_dwconv2d_sum_*, each with its mask (masks[k] may be NULL), merged
+ * into one kernel whose live taps are the union of theirs: one pass per plane. The weight
+ * gradients come back in grads[0 .. nk) (C, 1, kh_k, kw_k), new references; returns 0 or <0. */
+lark_tensor *lark_dwconv2d_masked_sum_forward(const lark_tensor *input, int nk, const lark_tensor *const weights[],
+                                              const lark_tensor *const masks[], const lark_tensor *bias,
+                                              const lark_conv2d_params p[]);
+lark_tensor *lark_dwconv2d_masked_sum_backward_input(const lark_tensor *grad_out, int nk,
+                                                     const lark_tensor *const weights[],
+                                                     const lark_tensor *const masks[], const int64_t input_shape[4],
+                                                     const lark_conv2d_params p[]);
+int lark_dwconv2d_masked_sum_backward_weight(const lark_tensor *grad_out, const lark_tensor *input, int nk,
+                                             const lark_tensor *const masks[], const lark_conv2d_params p[],
+                                             lark_tensor *grads[]);
+/* Which kernels the masked functions run: "auto" (the sparse ones below a density where they win,
+ * the default), "sparse" (always, at stride 1 and dilation 1) or "dense" (the dense kernels on
+ * weight * mask). For tests and benchmarks; process-wide. Returns 0 or LARK_ERR_ARG. */
+int lark_dwconv2d_set_sparse_path(const char *mode);
+const char *lark_dwconv2d_sparse_path(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -135,6 +135,13 @@ function Conv2d:reset_parameters()
 end
 
 function Conv2d:forward(x)
+  local m = self.weight_mask
+  -- a mask from lark.sparse on a depth-wise conv: the sparse kernel, which skips inactive taps
+  if m and self.groups == self.in_channels and self.groups == self.out_channels and lark.is_tensor(x)
+      and x:dtype() == self.weight:dtype() and x:device() == "cpu" and m:device() == "cpu" then
+    return lark.dwconv2d_masked(x, self.weight, m, self.bias, {stride = self.stride, padding = self.padding,
+      dilation = self.dilation, dense_grad = self.weight_mask_dense_grad})
+  end
   return F.conv2d(x, self.weight, self.bias,
     {stride = self.stride, padding = self.padding, dilation = self.dilation, groups = self.groups})
 end

@@ -180,9 +180,30 @@ end
 setmetatable(Masking, {__call = function(_, ...) return M.new(...) end})
 setmetatable(M, {__call = function(_, ...) return M.new(...) end})
 
+-- The module owning parameter `name` ("a.b.weight" -> the module named "a.b") and the key.
+local function owner(self, name)
+  if not self._modules then
+    self._modules = {}
+    if type(self.model.named_modules) == "function" then
+      for n, mod in self.model:named_modules() do self._modules[n] = mod end
+    end
+  end
+  local path, key = name:match("^(.*)%.([^.]+)$")
+  if not path then return self.model, name end
+  return self._modules[path], key
+end
+
 local function set_mask(self, name, mask)
   self.masks[name] = mask
   self._inv[name] = mask:logical_not()
+  -- a depth-wise Conv2d holding the mask runs the sparse kernel (lark.dwconv2d_masked), which skips
+  -- the inactive taps; its weight gradient is dense when the rules need dense gradients
+  local mod, key = owner(self, name)
+  if key == "weight" and type(mod) == "table" and rawget(mod, "groups") ~= nil then
+    rawset(mod, "weight_mask", mask)
+    rawset(mod, "weight_mask_dense_grad", self.opts.dense_gradients or self.opts.growth == "gradient"
+      or self.opts.keep_dense_grad)
+  end
 end
 
 --- m:init(): (re)draws every mask from rules.init and applies it. Called by the constructor.

@@ -1,0 +1,800 @@
+/* dwconv_sparse.c: the depth-wise convolution with a mask on its kernel (SLaK's sparse large
+ * kernels), on the CPU: forward, input gradient and weight gradient that skip the masked-out taps.
+ *
+ * The contract is that of dwconv.h applied to the masked weights weight * mask: the forward pass
+ * and the input gradient equal the dense kernels on weight * mask, the weight gradient equals the
+ * dense weight gradient times the mask (zero where the mask is off: the gradient of the masked
+ * convolution). Several masked kernels on the same input (SLaK's 51x5 + 5x51 + 5x5) run as one
+ * merged kernel: each kernel is placed in a common frame by its padding, and taps that land on
+ * the same position are added, so a plane is read once for all of them.
+ *
+ * How taps are skipped. The dense kernel (dwconv.c's corr_plane) shares each loaded input vector
+ * among the R output rows of a tile, one kernel row each; with a random mask those R taps are
+ * almost never all off, so a tap cannot simply be dropped from the dense tile. Here the pairs
+ * (source row, kernel column) of a tile are grouped by which of its rows have a live tap there
+ * (pt_tile): each group's loop does one load and exactly the FMAs of its live taps. The work is
+ * proportional to the live taps, but a load now feeds fewer FMAs, so the dense kernel stays faster
+ * down to a fairly low density; the choice (auto) is made per call from the density (see
+ * SPARSE_CORR_MAX_DENSITY).
+ *
+ * The weight gradient is a dot product per live tap over the batch and the plane: a block of up
+ * to 8 live taps of one kernel row walks the rows of grad_out, each loaded grad_out vector serving
+ * every tap of the block.
+ *
+ * Only stride 1, dilation 1 runs here; other parameters take the dense kernels on weight * mask
+ * (correct, not faster). The plain reference is the dense reference on weight * mask
+ * (spec/dwconv_sparse_spec.lua compares both paths with it on awkward shapes).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backend.h"
+#include "dwconv.h"
+#include "grad.h"
+
+int lark_dwconv_check_args(const char *op, const lark_tensor *x, const int64_t input_shape[4], int nk,
+                           const lark_tensor *const weights[], const lark_tensor *bias, const lark_conv2d_params p[],
+                           int64_t *ho, int64_t *wo); /* dwconv.c */
+
+#define MAX_KERNELS 8 /* as dwconv.c's sums */
+
+/* ---- which path --------------------------------------------------------------------------------- */
+
+/* The sparse kernels run below these fractions of live taps (forward and input gradient; weight
+ * gradient), where examples/bench/sparse_dwconv.lua shows them ahead of the dense kernels on this
+ * project's 2-core AVX-512 machines. Per live tap a sparse kernel needs more loads than the dense
+ * tile, whose every load feeds 4 x V FMAs: here a load feeds as many FMAs as live taps share it
+ * (and the weight gradient's per-tap dot products one each), and the loads, not the FMAs, bound
+ * the time: at density 0.6 the sparse kernels are about as fast as the dense ones, not faster. */
+#define SPARSE_CORR_MAX_DENSITY 0.25
+#define SPARSE_WEIGHT_MAX_DENSITY 0.3
+
+static int sparse_mode; /* 0 auto, 1 always the sparse kernels, 2 always dense on weight * mask */
+
+int lark_dwconv2d_set_sparse_path(const char *mode) {
+  if (!mode) return lark_set_error(LARK_ERR_ARG, "dwconv2d_sparse_path: mode is NULL");
+  if (!strcmp(mode, "auto")) sparse_mode = 0;
+  else if (!strcmp(mode, "sparse")) sparse_mode = 1;
+  else if (!strcmp(mode, "dense")) sparse_mode = 2;
+  else return lark_set_error(LARK_ERR_ARG, "dwconv2d_sparse_path: expected \"auto\", \"sparse\" or \"dense\", got \"%s\"", mode);
+  return 0;
+}
+
+const char *lark_dwconv2d_sparse_path(void) { return sparse_mode == 1 ? "sparse" : sparse_mode == 2 ? "dense" : "auto"; }
+
+/* ---- validation and the merged frame ------------------------------------------------------------ */
+
+/* mask (C, 1, kh, kw) bool on the CPU, or NULL (every tap live). */
+static int check_mask(const char *op, const lark_tensor *mask, const lark_tensor *weight, int k, int nk,
+                      int64_t c, const lark_conv2d_params *p) {
+  if (!mask) return 0;
+  char name[32];
+  if (nk > 1) snprintf(name, sizeof name, "mask %d", k + 1);
+  else snprintf(name, sizeof name, "mask");
+  int rc = lark_check_alive(op, mask, name);
+  if (rc) return rc;
+  if (mask->dtype != LARK_BOOL)
+    return lark_set_error(LARK_ERR_DTYPE, "%s: %s must be bool (true = live tap), got %s", op, name,
+                          lark_dtype_name(mask->dtype));
+  lark_device dev = lark_tensor_device(mask);
+  if (dev.kind != LARK_CPU) return lark_backend_missing(op, dev);
+  int64_t want[4] = {c, 1, p->kh, p->kw};
+  bool ok = mask->ndim == 4;
+  for (int d = 0; ok && d < 4; d++) ok = mask->shape[d] == want[d];
+  if (!ok) {
+    char b1[128], b2[128];
+    return lark_set_error(LARK_ERR_SHAPE, "%s: %s must have the kernel's shape %s%s, got %s", op, name,
+                          lark_shape_str(4, want, b1, sizeof b1), weight ? " (the weight's)" : "",
+                          lark_shape_str(mask->ndim, mask->shape, b2, sizeof b2));
+  }
+  return 0;
+}
+
+/* The nk kernels placed in one frame: kernel k's tap (i, j) sits at (oy[k] + i, ox[k] + j) of a
+ * (kh, kw) kernel with padding (pt, pl), which gives the same output as kernel k with its own
+ * padding (all kernels give the same output size). */
+typedef struct {
+  int nk, kh, kw, pt, pl;
+  int oy[MAX_KERNELS], ox[MAX_KERNELS], kkh[MAX_KERNELS], kkw[MAX_KERNELS];
+} frame;
+
+static frame make_frame(int nk, const lark_conv2d_params p[]) {
+  frame f = {.nk = nk};
+  for (int k = 0; k < nk; k++) {
+    f.pt = p[k].pad_top > f.pt ? p[k].pad_top : f.pt;
+    f.pl = p[k].pad_left > f.pl ? p[k].pad_left : f.pl;
+  }
+  for (int k = 0; k < nk; k++) {
+    f.oy[k] = f.pt - p[k].pad_top, f.ox[k] = f.pl - p[k].pad_left;
+    f.kkh[k] = p[k].kh, f.kkw[k] = p[k].kw;
+    if (f.oy[k] + p[k].kh > f.kh) f.kh = f.oy[k] + p[k].kh;
+    if (f.ox[k] + p[k].kw > f.kw) f.kw = f.ox[k] + p[k].kw;
+  }
+  return f;
+}
+
+static bool all_unit(int nk, const lark_conv2d_params p[]) {
+  for (int k = 0; k < nk; k++)
+    if (p[k].stride_h != 1 || p[k].stride_w != 1 || p[k].dil_h != 1 || p[k].dil_w != 1) return false;
+  return true;
+}
+
+/* Live taps of the merged kernel (positions where some kernel has its mask on), summed over the
+ * channels, and the taps the dense kernels would run (every tap of every kernel). */
+static void count_taps(const frame *f, int64_t c, const bool *const masks[], int64_t *live, int64_t *dense) {
+  *dense = 0;
+  for (int k = 0; k < f->nk; k++) *dense += c * f->kkh[k] * f->kkw[k];
+  int64_t taps = (int64_t)f->kh * f->kw, n = 0;
+  unsigned char *m = malloc((size_t)taps);
+  if (!m) {
+    *live = *dense;
+    return;
+  }
+  for (int64_t ch = 0; ch < c; ch++) {
+    memset(m, 0, (size_t)taps);
+    for (int k = 0; k < f->nk; k++) {
+      int64_t kt = (int64_t)f->kkh[k] * f->kkw[k];
+      const bool *mk = masks[k] ? masks[k] + ch * kt : NULL;
+      for (int i = 0; i < f->kkh[k]; i++)
+        for (int j = 0; j < f->kkw[k]; j++)
+          if (!mk || mk[i * f->kkw[k] + j]) m[(f->oy[k] + i) * f->kw + f->ox[k] + j] = 1;
+    }
+    for (int64_t t = 0; t < taps; t++) n += m[t];
+  }
+  free(m);
+  *live = n;
+}
+
+/* ---- vectors ------------------------------------------------------------------------------------ */
+
+#if defined(__AVX512F__)
+#define VBYTES 64
+#else
+#define VBYTES 32
+#endif
+typedef float vfloat __attribute__((vector_size(VBYTES)));
+typedef double vdouble __attribute__((vector_size(VBYTES)));
+typedef float vfloat_u __attribute__((vector_size(VBYTES), aligned(4), may_alias));
+typedef double vdouble_u __attribute__((vector_size(VBYTES), aligned(8), may_alias));
+#define VW_float (VBYTES / 4)
+#define VW_double (VBYTES / 8)
+
+static inline int64_t imax64(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t imin64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
+
+/* ---- tap lists ---------------------------------------------------------------------------------- */
+
+/* One channel's live taps of the merged (kh, kw) kernel, row by row, by column:
+ *   start (kh, kw + 1)  start[i*(kw+1) + j] = the first live tap of row i at column >= j (so row i
+ *                       is [start[i*(kw+1)], start[i*(kw+1) + kw]))
+ *   col   (taps)        the tap's column
+ *   wt    (taps)        its weight (the sum of the kernels' weights there), flipped in both dims
+ *                       for the input gradient
+ * Built from scratch W (kh*kw) and M (kh*kw bytes). */
+#define DEFINE_BUILD_TAPS(T)                                                                                \
+  static void build_merged_##T(const frame *f, int64_t ch, const T *const wts[], const bool *const masks[],  \
+                               T *W, unsigned char *M) {                                                    \
+    int kw = f->kw;                                                                                         \
+    memset(W, 0, sizeof(T) * (size_t)f->kh * (size_t)kw);                                                   \
+    memset(M, 0, (size_t)f->kh * (size_t)kw);                                                               \
+    /* branch-free: a random mask would mispredict every other tap */                                      \
+    for (int k = 0; k < f->nk; k++) {                                                                       \
+      int64_t kt = (int64_t)f->kkh[k] * f->kkw[k];                                                          \
+      const bool *mk = masks[k] ? masks[k] + ch * kt : NULL;                                                \
+      const T *wk = wts ? wts[k] + ch * kt : NULL;                                                          \
+      for (int i = 0; i < f->kkh[k]; i++)                                                                   \
+        for (int j = 0; j < f->kkw[k]; j++) {                                                               \
+          unsigned char live = mk ? (unsigned char)mk[i * f->kkw[k] + j] : 1;                               \
+          int64_t at = (int64_t)(f->oy[k] + i) * kw + f->ox[k] + j;                                         \
+          M[at] |= live;                                                                                    \
+          if (wk) W[at] += live ? wk[i * f->kkw[k] + j] : (T)0;                                             \
+        }                                                                                                   \
+    }                                                                                                       \
+  }                                                                                                         \
+  static void build_taps_##T(const frame *f, int64_t ch, const T *const wts[], const bool *const masks[],   \
+                             bool flip, T *W, unsigned char *M, int32_t *start, int32_t *col, T *wt) {      \
+    int kh = f->kh, kw = f->kw;                                                                             \
+    build_merged_##T(f, ch, wts, masks, W, M);                                                              \
+    int32_t n = 0;                                                                                          \
+    for (int i = 0; i < kh; i++)                                                                            \
+      for (int j = 0; j <= kw; j++) {                                                                       \
+        start[i * (kw + 1) + j] = n;                                                                        \
+        if (j == kw) break;                                                                                 \
+        int64_t at = flip ? (int64_t)(kh - 1 - i) * kw + (kw - 1 - j) : (int64_t)i * kw + j;                \
+        col[n] = j, wt[n] = W[at], n += M[at];                                                              \
+      }                                                                                                     \
+  }
+DEFINE_BUILD_TAPS(float)
+DEFINE_BUILD_TAPS(double)
+
+/* ---- forward and input gradient ----------------------------------------------------------------- */
+
+/* A tile holds GR output rows x V vectors. For each source row rho of the tile (rho in
+ * [0, kh + GR - 1), relative to its first output row) and kernel column j, the load of that
+ * shifted input vector can feed output row r through kernel tap (rho - r, j) for every r < GR
+ * whose tap is live: the live set is a pattern of GR bits. The channel's (rho, j) pairs are
+ * grouped by pattern, and each pattern has its own loop with exactly its FMAs (the pattern is a
+ * constant of the loop, so no branch and no zero weight): one load, then as many FMAs as live
+ * taps share it. A dense kernel has every pair in the full pattern, which is corr_plane's tile;
+ * at density d a load feeds GR*d FMAs on average instead of GR. */
+#define GR 4
+#define NPAT ((1 << GR) - 1)
+#if defined(__AVX512F__)
+#define SP_V 4 /* 4 x 4 accumulators + 4 loaded vectors + 4 weights fit AVX-512's 32 registers */
+#else
+#define SP_V 2 /* 4 x 2 + 2 + 4 fit AVX2's 16 */
+#endif
+#define TILE_LD (SP_V * VBYTES / 4) /* elements per row of a tile buffer */
+
+/* One channel's groups for tiles of GR rows, with P rows ldp apart:
+ *   gs  (NPAT, kh + GR)  gs[(pi-1)*(kh+GR) + rho] = the first entry of pattern pi at a source row >= rho
+ *   off (entries)        rho * ldp + j of each entry (entries of a pattern sorted by rho)
+ *   gw  (entries, GR)    the weights of its taps, w[(rho - r) * kw + j] for bit r (0 where off)
+ * from the merged kernel W, M (flipped in both dims for the input gradient). */
+#define DEFINE_BUILD_GROUPS(T)                                                                               \
+  static void build_groups_##T(int kh, int kw, const T *W, const unsigned char *M, bool flip, int64_t ldp,  \
+                               int32_t *gs, int32_t *off, T *gw, int32_t *pat) {                            \
+    int nrho = kh + GR - 1, ld = kh + GR;                                                                    \
+    int32_t count[NPAT + 1] = {0}, next[NPAT + 1];                                                           \
+    /* the pattern of every (rho, j), branch-free (random masks defeat branch prediction); pattern 0 \
+     * (no live tap) is a bucket like the others, laid out first and never run */                          \
+    for (int rho = 0; rho < nrho; rho++) {                                                                   \
+      int rlo = rho - (kh - 1) > 0 ? rho - (kh - 1) : 0, rhi = rho < GR - 1 ? rho : GR - 1;                 \
+      for (int j = 0; j < kw; j++) {                                                                         \
+        int pi = 0;                                                                                          \
+        for (int r = rlo; r <= rhi; r++) {                                                                   \
+          int i = rho - r;                                                                                   \
+          int64_t at = flip ? (int64_t)(kh - 1 - i) * kw + (kw - 1 - j) : (int64_t)i * kw + j;               \
+          pi |= M[at] << r;                                                                                  \
+        }                                                                                                    \
+        pat[rho * kw + j] = pi;                                                                              \
+        count[pi]++;                                                                                         \
+      }                                                                                                      \
+    }                                                                                                        \
+    int32_t base = 0;                                                                                        \
+    for (int pi = 0; pi <= NPAT; pi++) next[pi] = base, base += count[pi];                                   \
+    for (int rho = 0; rho < nrho; rho++) {                                                                   \
+      for (int pi = 1; pi <= NPAT; pi++) gs[(pi - 1) * ld + rho] = next[pi];                                 \
+      int rlo = rho - (kh - 1) > 0 ? rho - (kh - 1) : 0, rhi = rho < GR - 1 ? rho : GR - 1;                 \
+      for (int j = 0; j < kw; j++) {                                                                         \
+        int32_t e = next[pat[rho * kw + j]]++;                                                               \
+        off[e] = (int32_t)(rho * ldp + j);                                                                   \
+        T *w = gw + (int64_t)e * GR;                                                                         \
+        for (int r = 0; r < GR; r++) w[r] = 0;                                                               \
+        for (int r = rlo; r <= rhi; r++) {                                                                   \
+          int i = rho - r;                                                                                   \
+          w[r] = W[flip ? (int64_t)(kh - 1 - i) * kw + (kw - 1 - j) : (int64_t)i * kw + j];                  \
+        }                                                                                                    \
+      }                                                                                                      \
+    }                                                                                                        \
+    for (int pi = 1; pi <= NPAT; pi++) gs[(pi - 1) * ld + nrho] = next[pi];                                  \
+  }
+DEFINE_BUILD_GROUPS(float)
+DEFINE_BUILD_GROUPS(double)
+
+/* The loop of one pattern PI inside a tile (see pt_tile). */
+#define PATTERN_LOOP(T, V, PI)                                                                               \
+  {                                                                                                          \
+    int32_t e1 = gs[(PI - 1) * ld + rho1];                                                                   \
+    for (int32_t e = gs[(PI - 1) * ld + rho0]; e < e1; e++) {                                                \
+      const T *p = P + off[e], *w = gw + (int64_t)e * GR;                                                    \
+      v##T x[V];                                                                                             \
+      _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) x[v] = *(const v##T##_u *)(p + v * VW_##T);        \
+      _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++) {                                                 \
+        if (!((PI >> r) & 1)) continue;                                                                      \
+        T wr = w[r];                                                                                         \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[r][v] += wr * x[v];                          \
+      }                                                                                                      \
+    }                                                                                                        \
+  }
+
+/* pt_tile: GR output rows x V vectors = bias + the entries of every pattern with a source row in
+ * [rho0, rho1) (the others meet only padding rows).
+ *   P    the zero-bordered source at the tile's first output row and column (entry offsets are
+ *        relative to it);  gs, off, gw: the channel's groups (ld = kh + GR)
+ *   dst  (GR, ldd) the tile's outputs, V vectors per row */
+#define DEFINE_PT_TILE(T, V)                                                                                 \
+  static void pt_tile_##T##_##V(const T *restrict P, const int32_t *restrict gs, int ld, int rho0, int rho1, \
+                                const int32_t *restrict off, const T *restrict gw, T *restrict dst,          \
+                                int64_t ldd, T bias) {                                                       \
+    v##T acc[GR][V];                                                                                         \
+    _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                                     \
+    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[r][v] = (v##T){0} + bias;                        \
+    PATTERN_LOOP(T, V, 1) PATTERN_LOOP(T, V, 2) PATTERN_LOOP(T, V, 3) PATTERN_LOOP(T, V, 4)                  \
+    PATTERN_LOOP(T, V, 5) PATTERN_LOOP(T, V, 6) PATTERN_LOOP(T, V, 7) PATTERN_LOOP(T, V, 8)                  \
+    PATTERN_LOOP(T, V, 9) PATTERN_LOOP(T, V, 10) PATTERN_LOOP(T, V, 11) PATTERN_LOOP(T, V, 12)               \
+    PATTERN_LOOP(T, V, 13) PATTERN_LOOP(T, V, 14) PATTERN_LOOP(T, V, 15)                                     \
+    _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                                     \
+    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) *(v##T##_u *)(dst + r * ldd + v * VW_##T) = acc[r][v]; \
+  }
+typedef void (*pt_tile_float_fn)(const float *, const int32_t *, int, int, int, const int32_t *, const float *,
+                                 float *, int64_t, float);
+typedef void (*pt_tile_double_fn)(const double *, const int32_t *, int, int, int, const int32_t *, const double *,
+                                  double *, int64_t, double);
+#if SP_V == 4
+#define DEFINE_PT_TILES(T) DEFINE_PT_TILE(T, 1) DEFINE_PT_TILE(T, 2) DEFINE_PT_TILE(T, 3) DEFINE_PT_TILE(T, 4) \
+  static const pt_tile_##T##_fn pt_tiles_##T[SP_V] = {pt_tile_##T##_1, pt_tile_##T##_2, pt_tile_##T##_3, pt_tile_##T##_4};
+#else
+#define DEFINE_PT_TILES(T) DEFINE_PT_TILE(T, 1) DEFINE_PT_TILE(T, 2)                                          \
+  static const pt_tile_##T##_fn pt_tiles_##T[SP_V] = {pt_tile_##T##_1, pt_tile_##T##_2};
+#endif
+DEFINE_PT_TILES(float)
+DEFINE_PT_TILES(double)
+
+/* P's row length and rows for an output (ho, wo) and a kernel (kh, kw): a tile reads up to
+ * column round_up(wo, VW * SP_V) + kw - 1 + VW and row ho - 1 + kh + GR - 1. */
+static int64_t sp_ldp(int64_t wo, int kw, int vw) { return round_up(wo, (int64_t)vw * SP_V) + kw + vw; }
+static int64_t sp_rows(int64_t ho, int kh) { return ho + kh + GR; }
+
+/* sp_plane: out (ho, wo) = bias + the correlation of src (hs, ws) (zero outside, offset by
+ * (pt, pl), either may be negative) with one channel's groups. P (sp_rows x ldp) is scratch, zero
+ * on entry except where an earlier plane of the same geometry wrote its interior (the borders
+ * stay zero). Every tile computes GR rows and whole vectors (the extra ones read zeros) and
+ * writes what lies inside the output. */
+#define DEFINE_SP_PLANE(T)                                                                                  \
+  static void sp_plane_##T(const T *src, int64_t hs, int64_t ws, int kh, int kw, const int32_t *gs,         \
+                           const int32_t *off, const T *gw, int64_t pt, int64_t pl, T bias, T *out,          \
+                           int64_t ho, int64_t wo, T *P, int64_t ldp) {                                     \
+    const int vw = VW_##T;                                                                                  \
+    int64_t rows = sp_rows(ho, kh);                                                                         \
+    int64_t y0 = imax64(0, pt), y1 = imin64(rows, pt + hs);   /* real rows of P */                          \
+    int64_t x0 = imax64(0, pl), x1 = imin64(ldp, pl + ws);    /* real columns of P */                       \
+    for (int64_t y = y0; y < y1; y++) {                                                                     \
+      T *restrict prow = P + y * ldp + x0;                                                                  \
+      const T *restrict srow = src + (y - pt) * ws + (x0 - pl);                                             \
+      for (int64_t k = 0; k < x1 - x0; k++) prow[k] = srow[k];                                              \
+    }                                                                                                       \
+    int64_t nvec = (wo + vw - 1) / vw;                                                                      \
+    int ld = kh + GR, nrho = kh + GR - 1;                                                                   \
+    T tile[GR * TILE_LD] __attribute__((aligned(VBYTES)));                                                  \
+    for (int64_t oh0 = 0; oh0 < ho; oh0 += GR) {                                                            \
+      int nr = (int)imin64(GR, ho - oh0);                                                                   \
+      int rho0 = (int)imax64(0, y0 - oh0), rho1 = (int)imin64(nrho, y1 - oh0);                              \
+      if (rho1 < rho0) rho1 = rho0;                                                                         \
+      for (int64_t v0 = 0; v0 < nvec; v0 += SP_V) {                                                         \
+        int V = (int)imin64(SP_V, nvec - v0);                                                               \
+        int64_t ow0 = v0 * vw, ncols = imin64((int64_t)V * vw, wo - ow0);                                   \
+        bool whole = nr == GR && ncols == (int64_t)V * vw;                                                  \
+        T *d = whole ? out + oh0 * wo + ow0 : tile;                                                         \
+        pt_tiles_##T[V - 1](P + oh0 * ldp + ow0, gs, ld, rho0, rho1, off, gw, d, whole ? wo : TILE_LD, bias); \
+        if (!whole)                                                                                         \
+          for (int r = 0; r < nr; r++) memcpy(out + (oh0 + r) * wo + ow0, tile + r * TILE_LD, sizeof(T) * (size_t)ncols); \
+      }                                                                                                     \
+    }                                                                                                       \
+  }
+DEFINE_SP_PLANE(float)
+DEFINE_SP_PLANE(double)
+
+static bool worth_threads(int64_t items, int64_t work) { return items > 1 && work > LARK_PARALLEL_GRAIN; }
+
+/* Every (n, c) plane: forward (src = input (N, C, H, W), dst = output) or input gradient (src =
+ * grad_out, dst = grad_input, the kernel flipped and the padding complemented). Planes go channel
+ * by channel so that a thread builds each channel's groups once for its run of the batch. */
+#define DEFINE_SP_CORR(T)                                                                                   \
+  static int sp_corr_##T(const frame *f, int64_t n, int64_t c, bool backward, const T *src, int64_t hs,     \
+                         int64_t ws, const T *const wts[], const bool *const masks[], const T *b, T *dst,   \
+                         int64_t hd, int64_t wd, int64_t live) {                                            \
+    int kh = f->kh, kw = f->kw;                                                                             \
+    int64_t pt = backward ? kh - 1 - f->pt : f->pt, pl = backward ? kw - 1 - f->pl : f->pl;                 \
+    int64_t taps = (int64_t)kh * kw, planes = n * c, ldp = sp_ldp(wd, kw, VW_##T);                          \
+    int64_t entries = (int64_t)(kh + GR - 1) * kw;                                                          \
+    size_t pn = (size_t)(sp_rows(hd, kh) * ldp);                                                            \
+    int failed = 0;                                                                                         \
+    _Pragma("omp parallel if (worth_threads(planes, hd * wd * (live / (c ? c : 1)) * planes))")             \
+    {                                                                                                       \
+      T *P = calloc(pn, sizeof(T));                                                                         \
+      T *W = malloc(sizeof(T) * (size_t)(taps + entries * GR));                                             \
+      unsigned char *M = malloc((size_t)taps);                                                              \
+      int32_t *ints = malloc(sizeof(int32_t) * (size_t)(2 * entries + NPAT * (kh + GR)));                  \
+      if (!P || !W || !M || !ints) {                                                                        \
+        _Pragma("omp atomic write") failed = 1;                                                             \
+      } else {                                                                                              \
+        T *gw = W + taps;                                                                                   \
+        int32_t *pat = ints, *off = pat + entries, *gs = off + entries;                                     \
+        int64_t built = -1;                                                                                 \
+        _Pragma("omp for schedule(static)")                                                                 \
+        for (int64_t q = 0; q < planes; q++) {                                                              \
+          int64_t ch = q / n, p_ = (q % n) * c + ch;                                                        \
+          if (ch != built) {                                                                                \
+            build_merged_##T(f, ch, wts, masks, W, M);                                                      \
+            build_groups_##T(kh, kw, W, M, backward, ldp, gs, off, gw, pat);                                \
+            built = ch;                                                                                     \
+          }                                                                                                 \
+          sp_plane_##T(src + p_ * hs * ws, hs, ws, kh, kw, gs, off, gw, pt, pl, b ? b[ch] : (T)0,           \
+                       dst + p_ * hd * wd, hd, wd, P, ldp);                                                 \
+        }                                                                                                   \
+      }                                                                                                     \
+      free(P);                                                                                              \
+      free(W);                                                                                              \
+      free(M);                                                                                              \
+      free(ints);                                                                                           \
+    }                                                                                                       \
+    return failed ? LARK_ERR_NOMEM : 0;                                                                     \
+  }
+DEFINE_SP_CORR(float)
+DEFINE_SP_CORR(double)
+
+/* ---- weight gradient ---------------------------------------------------------------------------- */
+
+/* sp_dot: NT (1..8) live taps of one kernel row, columns col[0..NT), over output rows [r0, r1):
+ *   acc[t] += sum_r sum_{v in [v0, v1)} G[r][v] * P[r][v + col[t]]   (vectors of VW)
+ *   G (rows, ldg) grad_out, zero beyond column wo;  P the zero-bordered input at the kernel row */
+#define SP_DOT_MAX 8
+#define DEFINE_SP_DOT(T, NT)                                                                                \
+  static void sp_dot_##T##_##NT(const T *restrict G, int64_t ldg, const T *restrict P, int64_t ldp,         \
+                                int64_t r0, int64_t r1, int64_t v0, int64_t v1, const int32_t *restrict col, \
+                                v##T *restrict acc) {                                                       \
+    v##T a[NT];                                                                                             \
+    _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) a[t] = acc[t];                                     \
+    for (int64_t r = r0; r < r1; r++) {                                                                     \
+      const T *grow = G + r * ldg, *prow = P + r * ldp;                                                     \
+      for (int64_t v = v0; v < v1; v++) {                                                                   \
+        v##T g = *(const v##T##_u *)(grow + v * VW_##T);                                                        \
+        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++)                                                \
+          a[t] += g * *(const v##T##_u *)(prow + v * VW_##T + col[t]);                                      \
+      }                                                                                                     \
+    }                                                                                                       \
+    _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) acc[t] = a[t];                                     \
+  }
+#define DEFINE_SP_DOTS(T)                                                                                   \
+  DEFINE_SP_DOT(T, 1) DEFINE_SP_DOT(T, 2) DEFINE_SP_DOT(T, 3) DEFINE_SP_DOT(T, 4)                           \
+  DEFINE_SP_DOT(T, 5) DEFINE_SP_DOT(T, 6) DEFINE_SP_DOT(T, 7) DEFINE_SP_DOT(T, 8)                           \
+  typedef void (*sp_dot_##T##_fn)(const T *, int64_t, const T *, int64_t, int64_t, int64_t, int64_t,        \
+                                  int64_t, const int32_t *, v##T *);                                        \
+  static const sp_dot_##T##_fn sp_dots_##T[SP_DOT_MAX] = {sp_dot_##T##_1, sp_dot_##T##_2, sp_dot_##T##_3,  \
+                                                          sp_dot_##T##_4, sp_dot_##T##_5, sp_dot_##T##_6,  \
+                                                          sp_dot_##T##_7, sp_dot_##T##_8};
+DEFINE_SP_DOTS(float)
+DEFINE_SP_DOTS(double)
+
+/* grads[k] (C, kh_k, kw_k) = the weight gradient of kernel k at its live taps, 0 elsewhere, from
+ * grad_out gy (N, C, ho, wo) and input x (N, C, h, w). One channel per thread; the batch is summed
+ * in order, so the result does not depend on the number of threads. */
+#define DEFINE_SP_WEIGHT(T)                                                                                 \
+  static int sp_weight_##T(const frame *f, int64_t n, int64_t c, int64_t h, int64_t w, int64_t ho,         \
+                           int64_t wo, const T *gy, const T *x, const bool *const masks[], T *const grads[], \
+                           int64_t live) {                                                                  \
+    const int vw = VW_##T;                                                                                  \
+    int kh = f->kh, kw = f->kw;                                                                             \
+    int64_t taps = (int64_t)kh * kw, ldg = round_up(wo, vw), ldp = ldg + kw + vw, prows = ho + kh - 1;      \
+    int64_t nvec = ldg / vw, x0 = f->pl, x1 = f->pl + w;                                                    \
+    int failed = 0;                                                                                         \
+    _Pragma("omp parallel if (worth_threads(c, n * ho * wo * live))")                                       \
+    {                                                                                                       \
+      T *P = calloc((size_t)(prows * ldp), sizeof(T));                                                      \
+      T *G = calloc((size_t)(ho * ldg), sizeof(T));                                                         \
+      T *W = malloc(sizeof(T) * (size_t)taps * 2);                                                          \
+      unsigned char *M = malloc((size_t)taps);                                                              \
+      int32_t *ints = malloc(sizeof(int32_t) * (size_t)(taps + (int64_t)kh * (kw + 1)));                    \
+      v##T *acc = aligned_alloc(VBYTES, sizeof(v##T) * (size_t)taps);                                       \
+      if (!P || !G || !W || !M || !ints || !acc) {                                                          \
+        _Pragma("omp atomic write") failed = 1;                                                             \
+      } else {                                                                                              \
+        T *wt = W + taps;                                                                                   \
+        int32_t *col = ints, *start = ints + taps;                                                          \
+        _Pragma("omp for schedule(dynamic, 1)")                                                             \
+        for (int64_t ch = 0; ch < c; ch++) {                                                                \
+          build_taps_##T(f, ch, NULL, masks, false, W, M, start, col, wt);                                  \
+          int32_t nt = start[(int64_t)kh * (kw + 1) - 1];                                                   \
+          memset(acc, 0, sizeof(v##T) * (size_t)nt);                                                        \
+          for (int64_t b = 0; b < n; b++) {                                                                 \
+            const T *xp = x + (b * c + ch) * h * w, *gp = gy + (b * c + ch) * ho * wo;                      \
+            for (int64_t r = 0; r < h; r++) memcpy(P + (f->pt + r) * ldp + f->pl, xp + r * w, sizeof(T) * (size_t)w); \
+            for (int64_t r = 0; r < ho; r++) memcpy(G + r * ldg, gp + r * wo, sizeof(T) * (size_t)wo);      \
+            for (int i = 0; i < kh; i++) {                                                                  \
+              /* output rows whose row i + r of P is real */                                               \
+              int64_t r0 = imax64(0, f->pt - i), r1 = imin64(ho, f->pt + h - i);                            \
+              int32_t t0 = start[i * (kw + 1)], t1 = start[i * (kw + 1) + kw];                              \
+              for (int32_t t = t0; r1 > r0 && t < t1; t += SP_DOT_MAX) {                                    \
+                int nb = (int)imin64(SP_DOT_MAX, t1 - t);                                                   \
+                /* vectors where some tap of the block reads a real column */                              \
+                int64_t jmin = col[t], jmax = col[t + nb - 1], v0 = 0, v1 = nvec;                           \
+                while (v0 < v1 && v0 * vw + jmax + vw - 1 < x0) v0++;                                       \
+                while (v1 > v0 && (v1 - 1) * vw + jmin >= x1) v1--;                                         \
+                if (v1 > v0)                                                                                \
+                  sp_dots_##T[nb - 1](G, ldg, P + (int64_t)i * ldp, ldp, r0, r1, v0, v1, col + t, acc + t); \
+              }                                                                                             \
+            }                                                                                               \
+          }                                                                                                 \
+          /* scatter the merged taps' sums to each kernel's live taps */                                   \
+          for (int64_t t = 0; t < taps; t++) W[t] = 0;                                                      \
+          for (int i = 0; i < kh; i++)                                                                      \
+            for (int32_t t = start[i * (kw + 1)]; t < start[i * (kw + 1) + kw]; t++) {                      \
+              T s = 0;                                                                                      \
+              for (int k = 0; k < vw; k++) s += acc[t][k];                                                  \
+              W[(int64_t)i * kw + col[t]] = s;                                                              \
+            }                                                                                               \
+          for (int k = 0; k < f->nk; k++) {                                                                 \
+            int64_t kt = (int64_t)f->kkh[k] * f->kkw[k];                                                    \
+            const bool *mk = masks[k] ? masks[k] + ch * kt : NULL;                                          \
+            T *gk = grads[k] + ch * kt;                                                                     \
+            for (int i = 0; i < f->kkh[k]; i++)                                                             \
+              for (int j = 0; j < f->kkw[k]; j++)                                                           \
+                gk[i * f->kkw[k] + j] = !mk || mk[i * f->kkw[k] + j]                                        \
+                                            ? W[(int64_t)(f->oy[k] + i) * kw + f->ox[k] + j] : (T)0;        \
+          }                                                                                                 \
+        }                                                                                                   \
+      }                                                                                                     \
+      free(P);                                                                                              \
+      free(G);                                                                                              \
+      free(W);                                                                                              \
+      free(M);                                                                                              \
+      free(ints);                                                                                           \
+      free(acc);                                                                                            \
+    }                                                                                                       \
+    return failed ? LARK_ERR_NOMEM : 0;                                                                     \
+  }
+DEFINE_SP_WEIGHT(float)
+DEFINE_SP_WEIGHT(double)
+
+/* ---- front functions ---------------------------------------------------------------------------- */
+
+static void release_all(int n, lark_tensor **ts) {
+  for (int i = 0; i < n; i++) lark_tensor_release(ts[i]);
+}
+
+/* weights[k] * masks[k] (weights[k] itself, retained, where masks[k] is NULL) */
+static int masked_weights(int nk, const lark_tensor *const weights[], const lark_tensor *const masks[],
+                          lark_tensor *out[]) {
+  for (int k = 0; k < nk; k++) {
+    out[k] = NULL;
+    if (!masks[k]) {
+      out[k] = lark_tensor_retain((lark_tensor *)weights[k]);
+    } else {
+      lark_tensor *m = lark_cast(masks[k], weights[k]->dtype);
+      out[k] = m ? lark_binary(LARK_OP_MUL, weights[k], m) : NULL;
+      lark_tensor_release(m);
+    }
+    if (!out[k]) {
+      release_all(k, out);
+      return lark_error_code();
+    }
+  }
+  return 0;
+}
+
+/* Contiguous views of the masks' data (NULL stays NULL), and their pointers. */
+static int mask_data(int nk, const lark_tensor *const masks[], lark_tensor *held[], const bool *ptrs[]) {
+  for (int k = 0; k < nk; k++) {
+    held[k] = NULL, ptrs[k] = NULL;
+    if (!masks[k]) continue;
+    if (!(held[k] = lark_contiguous(masks[k]))) {
+      release_all(k, held);
+      return lark_error_code();
+    }
+    ptrs[k] = lark_data_ptr(held[k]);
+  }
+  return 0;
+}
+
+/* Whether the sparse kernels run for these kernels and masks (and the live tap count). */
+static bool use_sparse(int nk, const lark_conv2d_params p[], const frame *f, int64_t c, const bool *const mp[],
+                       double max_density, int64_t *live) {
+  int64_t dense;
+  *live = 0;
+  if (!all_unit(nk, p) || sparse_mode == 2) return false;
+  count_taps(f, c, mp, live, &dense);
+  return sparse_mode == 1 || (double)*live < max_density * (double)dense;
+}
+
+static int check_masks(const char *op, int nk, const lark_tensor *const weights[], const lark_tensor *const masks[],
+                       int64_t c, const lark_conv2d_params p[]) {
+  if (!masks) return lark_set_error(LARK_ERR_ARG, "%s: masks is NULL (pass NULL entries for dense kernels)", op);
+  for (int k = 0; k < nk; k++) {
+    int rc = check_mask(op, masks[k], weights ? weights[k] : NULL, k, nk, c, &p[k]);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* forward (backward false: x = input, shape its own) or input gradient (x = grad_out, shape =
+ * input_shape) of the sum of the masked kernels. */
+static lark_tensor *masked_corr(const char *op, bool backward, const lark_tensor *x, int nk,
+                                const lark_tensor *const weights[], const lark_tensor *const masks[],
+                                const lark_tensor *bias, const int64_t input_shape[4], const lark_conv2d_params p[]) {
+  int64_t ho, wo;
+  if (!weights) return (lark_set_error(LARK_ERR_ARG, "%s: weights is NULL", op), NULL);
+  if (lark_dwconv_check_args(op, x, backward ? input_shape : NULL, nk, weights, bias, p, &ho, &wo)) return NULL;
+  const int64_t *in = backward ? input_shape : x->shape;
+  int64_t n = in[0], c = in[1], h = in[2], w = in[3];
+  if (check_masks(op, nk, weights, masks, c, p)) return NULL;
+  lark_tensor *mheld[MAX_KERNELS];
+  const bool *mp[MAX_KERNELS];
+  if (mask_data(nk, masks, mheld, mp)) return NULL;
+  frame f = make_frame(nk, p);
+  int64_t live;
+  lark_tensor *out = NULL;
+  if (!use_sparse(nk, p, &f, c, mp, SPARSE_CORR_MAX_DENSITY, &live)) {
+    lark_tensor *mw[MAX_KERNELS];
+    if (!masked_weights(nk, weights, masks, mw)) {
+      const lark_tensor *const *cw = (const lark_tensor *const *)mw;
+      out = backward ? lark_dwconv2d_sum_backward_input(x, nk, cw, input_shape, p)
+                     : lark_dwconv2d_sum_forward(x, nk, cw, bias, p);
+      release_all(nk, mw);
+    }
+    release_all(nk, mheld);
+    return out;
+  }
+  int64_t oshape[4] = {n, c, backward ? h : ho, backward ? w : wo};
+  out = lark_empty(4, oshape, x->dtype, NULL);
+  if (!out || lark_numel(out) == 0) {
+    release_all(nk, mheld);
+    return out;
+  }
+  lark_tensor *ops[MAX_KERNELS + 2] = {lark_contiguous(x), bias ? lark_contiguous(bias) : NULL};
+  bool ok = ops[0] && (!bias || ops[1]);
+  for (int k = 0; k < nk; k++) ok = (ops[2 + k] = lark_contiguous(weights[k])) && ok;
+  int rc = ok ? 0 : lark_error_code();
+  int64_t hs = backward ? ho : h, ws = backward ? wo : w;
+  if (ok && x->dtype == LARK_FLOAT32) {
+    const float *wts[MAX_KERNELS];
+    for (int k = 0; k < nk; k++) wts[k] = lark_data_ptr(ops[2 + k]);
+    rc = sp_corr_float(&f, n, c, backward, lark_data_ptr(ops[0]), hs, ws, wts, mp,
+                       bias ? lark_data_ptr(ops[1]) : NULL, lark_data_ptr(out), oshape[2], oshape[3], live);
+  } else if (ok) {
+    const double *wts[MAX_KERNELS];
+    for (int k = 0; k < nk; k++) wts[k] = lark_data_ptr(ops[2 + k]);
+    rc = sp_corr_double(&f, n, c, backward, lark_data_ptr(ops[0]), hs, ws, wts, mp,
+                        bias ? lark_data_ptr(ops[1]) : NULL, lark_data_ptr(out), oshape[2], oshape[3], live);
+  }
+  release_all(nk + 2, ops);
+  release_all(nk, mheld);
+  if (rc) {
+    if (ok) lark_set_error(rc, "%s: out of memory for the scratch buffers", op);
+    lark_tensor_release(out);
+    return NULL;
+  }
+  return out;
+}
+
+static int masked_weight_grads(const char *op, const lark_tensor *grad_out, const lark_tensor *input, int nk,
+                               const lark_tensor *const masks[], const lark_conv2d_params p[], lark_tensor *grads[]) {
+  int64_t ho, wo;
+  if (!grads) return lark_set_error(LARK_ERR_ARG, "%s: grads is NULL", op);
+  for (int k = 0; k < nk && k < MAX_KERNELS; k++) grads[k] = NULL;
+  int rc = lark_dwconv_check_args(op, input, NULL, nk, NULL, NULL, p, &ho, &wo);
+  if (rc) return rc;
+  const int64_t *in = input->shape;
+  int64_t n = in[0], c = in[1], h = in[2], w = in[3];
+  if ((rc = lark_dwconv_check_args(op, grad_out, in, nk, NULL, NULL, p, &ho, &wo))) return rc;
+  if (grad_out->dtype != input->dtype)
+    return lark_set_error(LARK_ERR_DTYPE, "%s: grad_out (%s) and input (%s) must have the same dtype", op,
+                          lark_dtype_name(grad_out->dtype), lark_dtype_name(input->dtype));
+  if ((rc = check_masks(op, nk, NULL, masks, c, p))) return rc;
+  lark_tensor *mheld[MAX_KERNELS];
+  const bool *mp[MAX_KERNELS];
+  if ((rc = mask_data(nk, masks, mheld, mp))) return rc;
+  frame f = make_frame(nk, p);
+  int64_t live;
+  if (!use_sparse(nk, p, &f, c, mp, SPARSE_WEIGHT_MAX_DENSITY, &live) || n * ho * wo == 0) {
+    /* dense gradients, masked */
+    for (int k = 0; k < nk && !rc; k++) {
+      lark_tensor *g = lark_dwconv2d_backward_weight(grad_out, input, &p[k]);
+      if (g && masks[k]) {
+        lark_tensor *m = lark_cast(masks[k], g->dtype);
+        lark_tensor *gm = m ? lark_binary(LARK_OP_MUL, g, m) : NULL;
+        lark_tensor_release(m);
+        lark_tensor_release(g);
+        g = gm;
+      }
+      if (!(grads[k] = g)) rc = lark_error_code();
+    }
+  } else {
+    for (int k = 0; k < nk && !rc; k++)
+      if (!(grads[k] = lark_empty(4, (int64_t[]){c, 1, p[k].kh, p[k].kw}, input->dtype, NULL))) rc = lark_error_code();
+    lark_tensor *gy = rc ? NULL : lark_contiguous(grad_out), *x = rc ? NULL : lark_contiguous(input);
+    if (!rc && (!gy || !x)) rc = lark_error_code();
+    if (!rc && input->dtype == LARK_FLOAT32) {
+      float *gp[MAX_KERNELS];
+      for (int k = 0; k < nk; k++) gp[k] = lark_data_ptr(grads[k]);
+      if ((rc = sp_weight_float(&f, n, c, h, w, ho, wo, lark_data_ptr(gy), lark_data_ptr(x), mp, gp, live)))
+        lark_set_error(rc, "%s: out of memory for the scratch buffers", op);
+    } else if (!rc) {
+      double *gp[MAX_KERNELS];
+      for (int k = 0; k < nk; k++) gp[k] = lark_data_ptr(grads[k]);
+      if ((rc = sp_weight_double(&f, n, c, h, w, ho, wo, lark_data_ptr(gy), lark_data_ptr(x), mp, gp, live)))
+        lark_set_error(rc, "%s: out of memory for the scratch buffers", op);
+    }
+    lark_tensor_release(gy);
+    lark_tensor_release(x);
+  }
+  release_all(nk, mheld);
+  if (rc) {
+    release_all(nk, grads);
+    for (int k = 0; k < nk; k++) grads[k] = NULL;
+  }
+  return rc;
+}
+
+lark_tensor *lark_dwconv2d_masked_sum_forward(const lark_tensor *input, int nk, const lark_tensor *const weights[],
+                                              const lark_tensor *const masks[], const lark_tensor *bias,
+                                              const lark_conv2d_params p[]) {
+  return masked_corr("dwconv2d_sum (masked)", false, input, nk, weights, masks, bias, NULL, p);
+}
+lark_tensor *lark_dwconv2d_masked_sum_backward_input(const lark_tensor *grad_out, int nk,
+                                                     const lark_tensor *const weights[],
+                                                     const lark_tensor *const masks[], const int64_t input_shape[4],
+                                                     const lark_conv2d_params p[]) {
+  return masked_corr("dwconv2d_sum_backward_input (masked)", true, grad_out, nk, weights, masks, NULL, input_shape, p);
+}
+int lark_dwconv2d_masked_sum_backward_weight(const lark_tensor *grad_out, const lark_tensor *input, int nk,
+                                             const lark_tensor *const masks[], const lark_conv2d_params p[],
+                                             lark_tensor *grads[]) {
+  return masked_weight_grads("dwconv2d_sum_backward_weight (masked)", grad_out, input, nk, masks, p, grads);
+}
+
+lark_tensor *lark_dwconv2d_masked_forward(const lark_tensor *input, const lark_tensor *weight, const lark_tensor *mask,
+                                          const lark_tensor *bias, const lark_conv2d_params *p) {
+  return masked_corr("dwconv2d (masked)", false, input, 1, &weight, &mask, bias, NULL, p);
+}
+lark_tensor *lark_dwconv2d_masked_backward_input(const lark_tensor *grad_out, const lark_tensor *weight,
+                                                 const lark_tensor *mask, const int64_t input_shape[4],
+                                                 const lark_conv2d_params *p) {
+  return masked_corr("dwconv2d_backward_input (masked)", true, grad_out, 1, &weight, &mask, NULL, input_shape, p);
+}
+lark_tensor *lark_dwconv2d_masked_backward_weight(const lark_tensor *grad_out, const lark_tensor *input,
+                                                  const lark_tensor *mask, const lark_conv2d_params *p) {
+  lark_tensor *g = NULL;
+  if (masked_weight_grads("dwconv2d_backward_weight (masked)", grad_out, input, 1, &mask, p, &g)) return NULL;
+  return g;
+}
+
+/* ---- autograd ----------------------------------------------------------------------------------- */
+
+static lark_conv2d_params params_of(const lark_node *n) {
+  const int64_t *a = n->iarg;
+  return (lark_conv2d_params){(int)a[0], (int)a[1], (int)a[2], (int)a[3], (int)a[4], (int)a[5], (int)a[6], (int)a[7],
+                              (int)a[8], (int)a[9]};
+}
+
+/* inputs: 0 input, 1 weight, 2 bias (may be absent); saved: 0 input, 1 weight, 2 mask; iarg[10]:
+ * dense weight gradient */
+static int masked_backward(lark_node *n, const lark_tensor *g, lark_tensor **gin) {
+  lark_conv2d_params p = params_of(n);
+  const lark_tensor *mask = lark_node_saved(n, 2);
+  int rc = mask ? 0 : lark_error_code();
+  if (!rc && n->needs_grad[0]) {
+    const lark_tensor *w = lark_node_saved(n, 1);
+    if (!w || !(gin[0] = lark_dwconv2d_masked_backward_input(g, w, mask, n->in_shape[0], &p))) rc = lark_error_code();
+  }
+  if (!rc && n->needs_grad[1]) {
+    const lark_tensor *x = lark_node_saved(n, 0);
+    if (!x || !(gin[1] = n->iarg[10] ? lark_dwconv2d_backward_weight(g, x, &p)
+                                     : lark_dwconv2d_masked_backward_weight(g, x, mask, &p)))
+      rc = lark_error_code();
+  }
+  if (!rc && n->ninputs > 2 && n->needs_grad[2]) {
+    lark_reduce_args r = {.ndims = 3, .dims = {0, 2, 3}, .keepdim = false, .p = 2};
+    if (!(gin[2] = lark_reduce(LARK_RED_SUM, g, &r))) rc = lark_error_code();
+  }
+  if (rc) {
+    for (int i = 0; i < n->ninputs; i++) {
+      lark_tensor_release(gin[i]);
+      gin[i] = NULL;
+    }
+    return rc;
+  }
+  return 0;
+}
+
+lark_tensor *lark_dwconv2d_masked(const lark_tensor *input, const lark_tensor *weight, const lark_tensor *mask,
+                                  const lark_tensor *bias, const lark_conv2d_params *p, bool dense_grad) {
+  lark_tensor *out;
+  LARK_NO_GRAD(out = lark_dwconv2d_masked_forward(input, weight, mask, bias, p));
+  if (!out || !(input->requires_grad || weight->requires_grad || (bias && bias->requires_grad))) return out;
+  const lark_tensor *in[3] = {input, weight, bias};
+  lark_node *n = lark_node_new("dwconv2d_masked", masked_backward, bias ? 3 : 2, in);
+  if (!n) return out;
+  int64_t args[11] = {p->kh, p->kw, p->stride_h, p->stride_w, p->pad_top, p->pad_bottom,
+                      p->pad_left, p->pad_right, p->dil_h, p->dil_w, dense_grad};
+  memcpy(n->iarg, args, sizeof args);
+  if (lark_node_save(n, input) || lark_node_save(n, weight) || lark_node_save(n, mask)) {
+    lark_node_release(n);
+    lark_tensor_release(out);
+    return NULL;
+  }
+  lark_node_attach(n, out);
+  return out;
+}
