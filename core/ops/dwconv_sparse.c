@@ -17,9 +17,9 @@
  * down to a fairly low density; the choice (auto) is made per call from the density (see
  * SPARSE_CORR_MAX_DENSITY).
  *
- * The weight gradient is a dot product per live tap over the batch and the plane: a block of up
- * to 8 live taps of one kernel row walks the rows of grad_out, each loaded grad_out vector serving
- * every tap of the block.
+ * The weight gradient is a dot product per live tap over the batch and the plane, grouped the same
+ * way (wg): kernel columns with the same live rows in a block of GR kernel rows share each loaded
+ * input vector among those rows, and each loaded grad_out vector among the columns.
  *
  * Only stride 1, dilation 1 runs here; other parameters take the dense kernels on weight * mask
  * (correct, not faster). The plain reference is the dense reference on weight * mask
@@ -43,11 +43,11 @@ int lark_dwconv_check_args(const char *op, const lark_tensor *x, const int64_t i
 
 /* The sparse kernels run below these fractions of live taps (forward and input gradient; weight
  * gradient), where examples/bench/sparse_dwconv.lua shows them ahead of the dense kernels on this
- * project's 2-core AVX-512 machines. Per live tap a sparse kernel needs more loads than the dense
- * tile, whose every load feeds 4 x V FMAs: here a load feeds as many FMAs as live taps share it
- * (and the weight gradient's per-tap dot products one each), and the loads, not the FMAs, bound
- * the time: at density 0.6 the sparse kernels are about as fast as the dense ones, not faster. */
-#define SPARSE_CORR_MAX_DENSITY 0.25
+ * project's 2-core AVX-512 machines. A load feeds as many FMAs as live taps share it, so the
+ * sparse kernels lose their edge over the dense tile (every load feeding 4 x V FMAs) as the
+ * density grows; the weight gradient, whose dense kernel shares loads in two directions, only
+ * gains at low densities. */
+#define SPARSE_CORR_MAX_DENSITY 0.85
 #define SPARSE_WEIGHT_MAX_DENSITY 0.3
 
 static int sparse_mode; /* 0 auto, 1 always the sparse kernels, 2 always dense on weight * mask */
@@ -164,16 +164,11 @@ static inline int64_t imax64(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t imin64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * m; }
 
-/* ---- tap lists ---------------------------------------------------------------------------------- */
+/* ---- the merged kernel -------------------------------------------------------------------------- */
 
-/* One channel's live taps of the merged (kh, kw) kernel, row by row, by column:
- *   start (kh, kw + 1)  start[i*(kw+1) + j] = the first live tap of row i at column >= j (so row i
- *                       is [start[i*(kw+1)], start[i*(kw+1) + kw]))
- *   col   (taps)        the tap's column
- *   wt    (taps)        its weight (the sum of the kernels' weights there), flipped in both dims
- *                       for the input gradient
- * Built from scratch W (kh*kw) and M (kh*kw bytes). */
-#define DEFINE_BUILD_TAPS(T)                                                                                \
+/* One channel's merged (kh, kw) kernel: W the sum of the kernels' live weights at each position
+ * (zero where none is live; wts NULL leaves W zero), M whether some kernel's tap there is live. */
+#define DEFINE_BUILD_MERGED(T)                                                                                \
   static void build_merged_##T(const frame *f, int64_t ch, const T *const wts[], const bool *const masks[],  \
                                T *W, unsigned char *M) {                                                    \
     int kw = f->kw;                                                                                         \
@@ -192,22 +187,9 @@ static inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * 
           if (wk) W[at] += live ? wk[i * f->kkw[k] + j] : (T)0;                                             \
         }                                                                                                   \
     }                                                                                                       \
-  }                                                                                                         \
-  static void build_taps_##T(const frame *f, int64_t ch, const T *const wts[], const bool *const masks[],   \
-                             bool flip, T *W, unsigned char *M, int32_t *start, int32_t *col, T *wt) {      \
-    int kh = f->kh, kw = f->kw;                                                                             \
-    build_merged_##T(f, ch, wts, masks, W, M);                                                              \
-    int32_t n = 0;                                                                                          \
-    for (int i = 0; i < kh; i++)                                                                            \
-      for (int j = 0; j <= kw; j++) {                                                                       \
-        start[i * (kw + 1) + j] = n;                                                                        \
-        if (j == kw) break;                                                                                 \
-        int64_t at = flip ? (int64_t)(kh - 1 - i) * kw + (kw - 1 - j) : (int64_t)i * kw + j;                \
-        col[n] = j, wt[n] = W[at], n += M[at];                                                              \
-      }                                                                                                     \
   }
-DEFINE_BUILD_TAPS(float)
-DEFINE_BUILD_TAPS(double)
+DEFINE_BUILD_MERGED(float)
+DEFINE_BUILD_MERGED(double)
 
 /* ---- forward and input gradient ----------------------------------------------------------------- */
 
@@ -275,50 +257,68 @@ DEFINE_BUILD_GROUPS(float)
 DEFINE_BUILD_GROUPS(double)
 
 /* The loop of one pattern PI inside a tile (see pt_tile). */
-#define PATTERN_LOOP(T, V, PI)                                                                               \
+#define PATTERN_LOOP(T, NPL, VPP, PI)                                                                        \
   {                                                                                                          \
     int32_t e1 = gs[(PI - 1) * ld + rho1];                                                                   \
     for (int32_t e = gs[(PI - 1) * ld + rho0]; e < e1; e++) {                                                \
       const T *p = P + off[e], *w = gw + (int64_t)e * GR;                                                    \
-      v##T x[V];                                                                                             \
-      _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) x[v] = *(const v##T##_u *)(p + v * VW_##T);        \
+      v##T x[NPL * VPP];                                                                                     \
+      _Pragma("GCC unroll 4") for (int k = 0; k < NPL; k++)                                                  \
+      _Pragma("GCC unroll 4") for (int v = 0; v < VPP; v++)                                                  \
+        x[k * VPP + v] = *(const v##T##_u *)(p + k * pstride + v * VW_##T);                                  \
       _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++) {                                                 \
         if (!((PI >> r) & 1)) continue;                                                                      \
         T wr = w[r];                                                                                         \
-        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[r][v] += wr * x[v];                          \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NPL * VPP; v++) acc[r][v] += wr * x[v];                  \
       }                                                                                                      \
     }                                                                                                        \
   }
 
-/* pt_tile: GR output rows x V vectors = bias + the entries of every pattern with a source row in
- * [rho0, rho1) (the others meet only padding rows).
- *   P    the zero-bordered source at the tile's first output row and column (entry offsets are
- *        relative to it);  gs, off, gw: the channel's groups (ld = kh + GR)
- *   dst  (GR, ldd) the tile's outputs, V vectors per row */
-#define DEFINE_PT_TILE(T, V)                                                                                 \
-  static void pt_tile_##T##_##V(const T *restrict P, const int32_t *restrict gs, int ld, int rho0, int rho1, \
-                                const int32_t *restrict off, const T *restrict gw, T *restrict dst,          \
-                                int64_t ldd, T bias) {                                                       \
-    v##T acc[GR][V];                                                                                         \
+/* pt_tile: GR output rows x VPP vectors of each of NPL planes of one channel (the same groups
+ * serve them all: on narrow maps, where a row has one or two vectors, this gives every loaded
+ * weight and every loop step up to 4 vectors of work) = bias + the entries of every pattern with
+ * a source row in [rho0, rho1) (the others meet only padding rows).
+ *   P    the zero-bordered source of the first plane at the tile's first output row and column;
+ *        plane k's is pstride further (entry offsets are relative to it)
+ *   gs, off, gw: the channel's groups (ld = kh + GR)
+ *   dst  (NPL, GR, ldd) the tile's outputs, planes dstride apart, VPP vectors per row */
+#define DEFINE_PT_TILE(T, NPL, VPP)                                                                          \
+  static void pt_tile_##T##_##NPL##_##VPP(const T *restrict P, int64_t pstride, const int32_t *restrict gs,  \
+                                          int ld, int rho0, int rho1, const int32_t *restrict off,           \
+                                          const T *restrict gw, T *restrict dst, int64_t ldd, int64_t dstride, \
+                                          T bias) {                                                          \
+    v##T acc[GR][NPL * VPP];                                                                                 \
     _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                                     \
-    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[r][v] = (v##T){0} + bias;                        \
-    PATTERN_LOOP(T, V, 1) PATTERN_LOOP(T, V, 2) PATTERN_LOOP(T, V, 3) PATTERN_LOOP(T, V, 4)                  \
-    PATTERN_LOOP(T, V, 5) PATTERN_LOOP(T, V, 6) PATTERN_LOOP(T, V, 7) PATTERN_LOOP(T, V, 8)                  \
-    PATTERN_LOOP(T, V, 9) PATTERN_LOOP(T, V, 10) PATTERN_LOOP(T, V, 11) PATTERN_LOOP(T, V, 12)               \
-    PATTERN_LOOP(T, V, 13) PATTERN_LOOP(T, V, 14) PATTERN_LOOP(T, V, 15)                                     \
+    _Pragma("GCC unroll 4") for (int v = 0; v < NPL * VPP; v++) acc[r][v] = (v##T){0} + bias;                \
+    PATTERN_LOOP(T, NPL, VPP, 1) PATTERN_LOOP(T, NPL, VPP, 2) PATTERN_LOOP(T, NPL, VPP, 3)                   \
+    PATTERN_LOOP(T, NPL, VPP, 4) PATTERN_LOOP(T, NPL, VPP, 5) PATTERN_LOOP(T, NPL, VPP, 6)                   \
+    PATTERN_LOOP(T, NPL, VPP, 7) PATTERN_LOOP(T, NPL, VPP, 8) PATTERN_LOOP(T, NPL, VPP, 9)                   \
+    PATTERN_LOOP(T, NPL, VPP, 10) PATTERN_LOOP(T, NPL, VPP, 11) PATTERN_LOOP(T, NPL, VPP, 12)                \
+    PATTERN_LOOP(T, NPL, VPP, 13) PATTERN_LOOP(T, NPL, VPP, 14) PATTERN_LOOP(T, NPL, VPP, 15)                \
+    _Pragma("GCC unroll 4") for (int k = 0; k < NPL; k++)                                                    \
     _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                                     \
-    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) *(v##T##_u *)(dst + r * ldd + v * VW_##T) = acc[r][v]; \
+    _Pragma("GCC unroll 4") for (int v = 0; v < VPP; v++)                                                    \
+      *(v##T##_u *)(dst + k * dstride + r * ldd + v * VW_##T) = acc[r][k * VPP + v];                         \
   }
-typedef void (*pt_tile_float_fn)(const float *, const int32_t *, int, int, int, const int32_t *, const float *,
-                                 float *, int64_t, float);
-typedef void (*pt_tile_double_fn)(const double *, const int32_t *, int, int, int, const int32_t *, const double *,
-                                  double *, int64_t, double);
+typedef void (*pt_tile_float_fn)(const float *, int64_t, const int32_t *, int, int, int, const int32_t *,
+                                 const float *, float *, int64_t, int64_t, float);
+typedef void (*pt_tile_double_fn)(const double *, int64_t, const int32_t *, int, int, int, const int32_t *,
+                                  const double *, double *, int64_t, int64_t, double);
+/* pt_tiles[NPL - 1][VPP - 1], for NPL * VPP <= SP_V (NULL elsewhere) */
 #if SP_V == 4
-#define DEFINE_PT_TILES(T) DEFINE_PT_TILE(T, 1) DEFINE_PT_TILE(T, 2) DEFINE_PT_TILE(T, 3) DEFINE_PT_TILE(T, 4) \
-  static const pt_tile_##T##_fn pt_tiles_##T[SP_V] = {pt_tile_##T##_1, pt_tile_##T##_2, pt_tile_##T##_3, pt_tile_##T##_4};
+#define DEFINE_PT_TILES(T)                                                                                   \
+  DEFINE_PT_TILE(T, 1, 1) DEFINE_PT_TILE(T, 1, 2) DEFINE_PT_TILE(T, 1, 3) DEFINE_PT_TILE(T, 1, 4)            \
+  DEFINE_PT_TILE(T, 2, 1) DEFINE_PT_TILE(T, 2, 2) DEFINE_PT_TILE(T, 3, 1) DEFINE_PT_TILE(T, 4, 1)            \
+  static const pt_tile_##T##_fn pt_tiles_##T[SP_V][SP_V] = {                                                 \
+      {pt_tile_##T##_1_1, pt_tile_##T##_1_2, pt_tile_##T##_1_3, pt_tile_##T##_1_4},                          \
+      {pt_tile_##T##_2_1, pt_tile_##T##_2_2, NULL, NULL},                                                    \
+      {pt_tile_##T##_3_1, NULL, NULL, NULL},                                                                 \
+      {pt_tile_##T##_4_1, NULL, NULL, NULL}};
 #else
-#define DEFINE_PT_TILES(T) DEFINE_PT_TILE(T, 1) DEFINE_PT_TILE(T, 2)                                          \
-  static const pt_tile_##T##_fn pt_tiles_##T[SP_V] = {pt_tile_##T##_1, pt_tile_##T##_2};
+#define DEFINE_PT_TILES(T)                                                                                   \
+  DEFINE_PT_TILE(T, 1, 1) DEFINE_PT_TILE(T, 1, 2) DEFINE_PT_TILE(T, 2, 1)                                    \
+  static const pt_tile_##T##_fn pt_tiles_##T[SP_V][SP_V] = {{pt_tile_##T##_1_1, pt_tile_##T##_1_2},          \
+                                                            {pt_tile_##T##_2_1, NULL}};
 #endif
 DEFINE_PT_TILES(float)
 DEFINE_PT_TILES(double)
@@ -328,27 +328,32 @@ DEFINE_PT_TILES(double)
 static int64_t sp_ldp(int64_t wo, int kw, int vw) { return round_up(wo, (int64_t)vw * SP_V) + kw + vw; }
 static int64_t sp_rows(int64_t ho, int kh) { return ho + kh + GR; }
 
-/* sp_plane: out (ho, wo) = bias + the correlation of src (hs, ws) (zero outside, offset by
- * (pt, pl), either may be negative) with one channel's groups. P (sp_rows x ldp) is scratch, zero
- * on entry except where an earlier plane of the same geometry wrote its interior (the borders
- * stay zero). Every tile computes GR rows and whole vectors (the extra ones read zeros) and
- * writes what lies inside the output. */
-#define DEFINE_SP_PLANE(T)                                                                                  \
-  static void sp_plane_##T(const T *src, int64_t hs, int64_t ws, int kh, int kw, const int32_t *gs,         \
-                           const int32_t *off, const T *gw, int64_t pt, int64_t pl, T bias, T *out,          \
-                           int64_t ho, int64_t wo, T *P, int64_t ldp) {                                     \
+/* Planes of one channel a tile spans: all of a row's vectors come from one plane when it has
+ * SP_V or more, otherwise SP_V / nvec planes side by side. */
+static int planes_per_tile(int64_t nvec) { return nvec >= SP_V ? 1 : (int)(SP_V / nvec); }
+
+/* sp_planes: for k < npl, out[k] (ho, wo) = bias + the correlation of src[k] (hs, ws) (zero
+ * outside, offset by (pt, pl), either may be negative) with one channel's groups. P (npl planes
+ * of sp_rows x ldp, pstride apart) is scratch, zero on entry except where an earlier call of the
+ * same geometry wrote its interior (the borders stay zero). Every tile computes GR rows and whole
+ * vectors (the extra ones read zeros) and writes what lies inside the output. */
+#define DEFINE_SP_PLANES(T)                                                                                 \
+  static void sp_planes_##T(int npl, const T *const *src, int64_t hs, int64_t ws, int kh, const int32_t *gs, \
+                            const int32_t *off, const T *gw, int64_t pt, int64_t pl, T bias, T *const *out,  \
+                            int64_t ho, int64_t wo, T *P, int64_t ldp, int64_t pstride) {                   \
     const int vw = VW_##T;                                                                                  \
     int64_t rows = sp_rows(ho, kh);                                                                         \
     int64_t y0 = imax64(0, pt), y1 = imin64(rows, pt + hs);   /* real rows of P */                          \
     int64_t x0 = imax64(0, pl), x1 = imin64(ldp, pl + ws);    /* real columns of P */                       \
-    for (int64_t y = y0; y < y1; y++) {                                                                     \
-      T *restrict prow = P + y * ldp + x0;                                                                  \
-      const T *restrict srow = src + (y - pt) * ws + (x0 - pl);                                             \
-      for (int64_t k = 0; k < x1 - x0; k++) prow[k] = srow[k];                                              \
-    }                                                                                                       \
+    for (int k = 0; k < npl; k++)                                                                           \
+      for (int64_t y = y0; y < y1; y++) {                                                                   \
+        T *restrict prow = P + k * pstride + y * ldp + x0;                                                  \
+        const T *restrict srow = src[k] + (y - pt) * ws + (x0 - pl);                                        \
+        for (int64_t c_ = 0; c_ < x1 - x0; c_++) prow[c_] = srow[c_];                                       \
+      }                                                                                                     \
     int64_t nvec = (wo + vw - 1) / vw;                                                                      \
     int ld = kh + GR, nrho = kh + GR - 1;                                                                   \
-    T tile[GR * TILE_LD] __attribute__((aligned(VBYTES)));                                                  \
+    T tile[SP_V * GR * TILE_LD] __attribute__((aligned(VBYTES)));                                           \
     for (int64_t oh0 = 0; oh0 < ho; oh0 += GR) {                                                            \
       int nr = (int)imin64(GR, ho - oh0);                                                                   \
       int rho0 = (int)imax64(0, y0 - oh0), rho1 = (int)imin64(nrho, y1 - oh0);                              \
@@ -356,35 +361,41 @@ static int64_t sp_rows(int64_t ho, int kh) { return ho + kh + GR; }
       for (int64_t v0 = 0; v0 < nvec; v0 += SP_V) {                                                         \
         int V = (int)imin64(SP_V, nvec - v0);                                                               \
         int64_t ow0 = v0 * vw, ncols = imin64((int64_t)V * vw, wo - ow0);                                   \
-        bool whole = nr == GR && ncols == (int64_t)V * vw;                                                  \
-        T *d = whole ? out + oh0 * wo + ow0 : tile;                                                         \
-        pt_tiles_##T[V - 1](P + oh0 * ldp + ow0, gs, ld, rho0, rho1, off, gw, d, whole ? wo : TILE_LD, bias); \
-        if (!whole)                                                                                         \
-          for (int r = 0; r < nr; r++) memcpy(out + (oh0 + r) * wo + ow0, tile + r * TILE_LD, sizeof(T) * (size_t)ncols); \
+        const T *Pt = P + oh0 * ldp + ow0;                                                                  \
+        if (npl == 1 && nr == GR && ncols == (int64_t)V * vw) { /* whole: straight into the output */      \
+          pt_tiles_##T[0][V - 1](Pt, pstride, gs, ld, rho0, rho1, off, gw, out[0] + oh0 * wo + ow0, wo, 0, bias); \
+          continue;                                                                                         \
+        }                                                                                                   \
+        pt_tiles_##T[npl - 1][V - 1](Pt, pstride, gs, ld, rho0, rho1, off, gw, tile, TILE_LD, GR * TILE_LD, bias); \
+        for (int k = 0; k < npl; k++)                                                                       \
+          for (int r = 0; r < nr; r++)                                                                      \
+            memcpy(out[k] + (oh0 + r) * wo + ow0, tile + k * GR * TILE_LD + r * TILE_LD, sizeof(T) * (size_t)ncols); \
       }                                                                                                     \
     }                                                                                                       \
   }
-DEFINE_SP_PLANE(float)
-DEFINE_SP_PLANE(double)
+DEFINE_SP_PLANES(float)
+DEFINE_SP_PLANES(double)
 
 static bool worth_threads(int64_t items, int64_t work) { return items > 1 && work > LARK_PARALLEL_GRAIN; }
 
 /* Every (n, c) plane: forward (src = input (N, C, H, W), dst = output) or input gradient (src =
- * grad_out, dst = grad_input, the kernel flipped and the padding complemented). Planes go channel
- * by channel so that a thread builds each channel's groups once for its run of the batch. */
+ * grad_out, dst = grad_input, the kernel flipped and the padding complemented). Work items are
+ * runs of planes_per_tile planes of one channel, channel by channel, so that a thread builds each
+ * channel's groups once for its run of the batch. */
 #define DEFINE_SP_CORR(T)                                                                                   \
   static int sp_corr_##T(const frame *f, int64_t n, int64_t c, bool backward, const T *src, int64_t hs,     \
                          int64_t ws, const T *const wts[], const bool *const masks[], const T *b, T *dst,   \
                          int64_t hd, int64_t wd, int64_t live) {                                            \
     int kh = f->kh, kw = f->kw;                                                                             \
     int64_t pt = backward ? kh - 1 - f->pt : f->pt, pl = backward ? kw - 1 - f->pl : f->pl;                 \
-    int64_t taps = (int64_t)kh * kw, planes = n * c, ldp = sp_ldp(wd, kw, VW_##T);                          \
+    int64_t taps = (int64_t)kh * kw, ldp = sp_ldp(wd, kw, VW_##T);                                          \
     int64_t entries = (int64_t)(kh + GR - 1) * kw;                                                          \
-    size_t pn = (size_t)(sp_rows(hd, kh) * ldp);                                                            \
+    int npt = planes_per_tile((wd + VW_##T - 1) / VW_##T);                                                  \
+    int64_t runs = (n + npt - 1) / npt, items = runs * c, pstride = sp_rows(hd, kh) * ldp;                  \
     int failed = 0;                                                                                         \
-    _Pragma("omp parallel if (worth_threads(planes, hd * wd * (live / (c ? c : 1)) * planes))")             \
+    _Pragma("omp parallel if (worth_threads(items, hd * wd * (live / (c ? c : 1)) * n * c))")               \
     {                                                                                                       \
-      T *P = calloc(pn, sizeof(T));                                                                         \
+      T *P = calloc((size_t)(npt * pstride), sizeof(T));                                                    \
       T *W = malloc(sizeof(T) * (size_t)(taps + entries * GR));                                             \
       unsigned char *M = malloc((size_t)taps);                                                              \
       int32_t *ints = malloc(sizeof(int32_t) * (size_t)(2 * entries + NPAT * (kh + GR)));                  \
@@ -395,15 +406,21 @@ static bool worth_threads(int64_t items, int64_t work) { return items > 1 && wor
         int32_t *pat = ints, *off = pat + entries, *gs = off + entries;                                     \
         int64_t built = -1;                                                                                 \
         _Pragma("omp for schedule(static)")                                                                 \
-        for (int64_t q = 0; q < planes; q++) {                                                              \
-          int64_t ch = q / n, p_ = (q % n) * c + ch;                                                        \
+        for (int64_t q = 0; q < items; q++) {                                                               \
+          int64_t ch = q / runs, b0 = (q % runs) * npt;                                                     \
+          int npl = (int)imin64(npt, n - b0);                                                               \
           if (ch != built) {                                                                                \
             build_merged_##T(f, ch, wts, masks, W, M);                                                      \
             build_groups_##T(kh, kw, W, M, backward, ldp, gs, off, gw, pat);                                \
             built = ch;                                                                                     \
           }                                                                                                 \
-          sp_plane_##T(src + p_ * hs * ws, hs, ws, kh, kw, gs, off, gw, pt, pl, b ? b[ch] : (T)0,           \
-                       dst + p_ * hd * wd, hd, wd, P, ldp);                                                 \
+          const T *sp[SP_V];                                                                                \
+          T *dp[SP_V];                                                                                      \
+          for (int k = 0; k < npl; k++) {                                                                   \
+            sp[k] = src + ((b0 + k) * c + ch) * hs * ws;                                                    \
+            dp[k] = dst + ((b0 + k) * c + ch) * hd * wd;                                                    \
+          }                                                                                                 \
+          sp_planes_##T(npl, sp, hs, ws, kh, gs, off, gw, pt, pl, b ? b[ch] : (T)0, dp, hd, wd, P, ldp, pstride); \
         }                                                                                                   \
       }                                                                                                     \
       free(P);                                                                                              \
@@ -418,36 +435,58 @@ DEFINE_SP_CORR(double)
 
 /* ---- weight gradient ---------------------------------------------------------------------------- */
 
-/* sp_dot: NT (1..8) live taps of one kernel row, columns col[0..NT), over output rows [r0, r1):
- *   acc[t] += sum_r sum_{v in [v0, v1)} G[r][v] * P[r][v + col[t]]   (vectors of VW)
- *   G (rows, ldg) grad_out, zero beyond column wo;  P the zero-bordered input at the kernel row */
-#define SP_DOT_MAX 8
-#define DEFINE_SP_DOT(T, NT)                                                                                \
-  static void sp_dot_##T##_##NT(const T *restrict G, int64_t ldg, const T *restrict P, int64_t ldp,         \
-                                int64_t r0, int64_t r1, int64_t v0, int64_t v1, const int32_t *restrict col, \
-                                v##T *restrict acc) {                                                       \
-    v##T a[NT];                                                                                             \
-    _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) a[t] = acc[t];                                     \
-    for (int64_t r = r0; r < r1; r++) {                                                                     \
-      const T *grow = G + r * ldg, *prow = P + r * ldp;                                                     \
+/* wg: the weight gradient of a block of GR kernel rows [i0, i0 + GR) at nc kernel columns cols[]
+ * that all have the live-row pattern PI (bit r: tap (i0 + r, col) live), over source rows
+ * [y0, y1) and vectors [v0, v1):
+ *   accm[(i0 + r) * kw + col] += sum_y sum_v G[y - i0 - r][v] * P[y][v + col]   (vectors of VW)
+ *   G0  grad_out rows 0.. (ldg apart), with GR - 1 zero rows above and below;  P the zero-bordered
+ *       input (ldp apart). As in the forward pass, a loaded input vector feeds every live tap of its
+ *       column (the pattern's rows) and a loaded grad_out vector every column of the block:
+ *       NC * PB accumulators (PB = bits of PI, NC = WG_ACC / PB columns at most). */
+#if defined(__AVX512F__)
+#define WG_ACC 12 /* accumulators: 12 + 4 grad_out vectors + 1 input vector of AVX-512's 32 registers */
+#else
+#define WG_ACC 8 /* of AVX2's 16 */
+#endif
+#define DEFINE_WG(T, PI)                                                                                    \
+  static void wg_##T##_##PI(const T *restrict G0, int64_t ldg, const T *restrict P, int64_t ldp, int64_t y0, \
+                            int64_t y1, int i0, int64_t v0, int64_t v1, const int32_t *restrict cols, int nc, \
+                            v##T *restrict accm, int kw) {                                                  \
+    enum { NCMAX = WG_ACC / __builtin_popcount(PI) };                                                       \
+    v##T a[NCMAX][GR];                                                                                      \
+    _Pragma("GCC unroll 12") for (int c = 0; c < NCMAX; c++)                                                 \
+    _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                                    \
+      a[c][r] = ((PI >> r) & 1) && c < nc ? accm[(int64_t)(i0 + r) * kw + cols[c]] : (v##T){0};             \
+    for (int64_t y = y0; y < y1; y++) {                                                                     \
+      const T *prow = P + y * ldp;                                                                          \
       for (int64_t v = v0; v < v1; v++) {                                                                   \
-        v##T g = *(const v##T##_u *)(grow + v * VW_##T);                                                        \
-        _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++)                                                \
-          a[t] += g * *(const v##T##_u *)(prow + v * VW_##T + col[t]);                                      \
+        v##T g[GR];                                                                                         \
+        _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                                \
+          if ((PI >> r) & 1) g[r] = *(const v##T##_u *)(G0 + (y - i0 - r) * ldg + v * VW_##T);              \
+        _Pragma("GCC unroll 12") for (int c = 0; c < NCMAX; c++) {                                           \
+          if (c >= nc) break;                                                                               \
+          v##T xv = *(const v##T##_u *)(prow + v * VW_##T + cols[c]);                                       \
+          _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                              \
+            if ((PI >> r) & 1) a[c][r] += g[r] * xv;                                                        \
+        }                                                                                                   \
       }                                                                                                     \
     }                                                                                                       \
-    _Pragma("GCC unroll 8") for (int t = 0; t < NT; t++) acc[t] = a[t];                                     \
+    _Pragma("GCC unroll 12") for (int c = 0; c < NCMAX; c++)                                                 \
+    _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                                    \
+      if (((PI >> r) & 1) && c < nc) accm[(int64_t)(i0 + r) * kw + cols[c]] = a[c][r];                      \
   }
-#define DEFINE_SP_DOTS(T)                                                                                   \
-  DEFINE_SP_DOT(T, 1) DEFINE_SP_DOT(T, 2) DEFINE_SP_DOT(T, 3) DEFINE_SP_DOT(T, 4)                           \
-  DEFINE_SP_DOT(T, 5) DEFINE_SP_DOT(T, 6) DEFINE_SP_DOT(T, 7) DEFINE_SP_DOT(T, 8)                           \
-  typedef void (*sp_dot_##T##_fn)(const T *, int64_t, const T *, int64_t, int64_t, int64_t, int64_t,        \
-                                  int64_t, const int32_t *, v##T *);                                        \
-  static const sp_dot_##T##_fn sp_dots_##T[SP_DOT_MAX] = {sp_dot_##T##_1, sp_dot_##T##_2, sp_dot_##T##_3,  \
-                                                          sp_dot_##T##_4, sp_dot_##T##_5, sp_dot_##T##_6,  \
-                                                          sp_dot_##T##_7, sp_dot_##T##_8};
-DEFINE_SP_DOTS(float)
-DEFINE_SP_DOTS(double)
+#define DEFINE_WGS(T)                                                                                       \
+  DEFINE_WG(T, 1) DEFINE_WG(T, 2) DEFINE_WG(T, 3) DEFINE_WG(T, 4) DEFINE_WG(T, 5) DEFINE_WG(T, 6)           \
+  DEFINE_WG(T, 7) DEFINE_WG(T, 8) DEFINE_WG(T, 9) DEFINE_WG(T, 10) DEFINE_WG(T, 11) DEFINE_WG(T, 12)        \
+  DEFINE_WG(T, 13) DEFINE_WG(T, 14) DEFINE_WG(T, 15)                                                        \
+  typedef void (*wg_##T##_fn)(const T *, int64_t, const T *, int64_t, int64_t, int64_t, int, int64_t, int64_t, \
+                              const int32_t *, int, v##T *, int);                                           \
+  static const wg_##T##_fn wgs_##T[NPAT + 1] = {NULL, wg_##T##_1, wg_##T##_2, wg_##T##_3, wg_##T##_4,       \
+                                                wg_##T##_5, wg_##T##_6, wg_##T##_7, wg_##T##_8, wg_##T##_9, \
+                                                wg_##T##_10, wg_##T##_11, wg_##T##_12, wg_##T##_13,         \
+                                                wg_##T##_14, wg_##T##_15};
+DEFINE_WGS(float)
+DEFINE_WGS(double)
 
 /* grads[k] (C, kh_k, kw_k) = the weight gradient of kernel k at its live taps, 0 elsewhere, from
  * grad_out gy (N, C, ho, wo) and input x (N, C, h, w). One channel per thread; the batch is summed
@@ -457,55 +496,74 @@ DEFINE_SP_DOTS(double)
                            int64_t wo, const T *gy, const T *x, const bool *const masks[], T *const grads[], \
                            int64_t live) {                                                                  \
     const int vw = VW_##T;                                                                                  \
-    int kh = f->kh, kw = f->kw;                                                                             \
+    int kh = f->kh, kw = f->kw, nblk = (kh + GR - 1) / GR;                                                  \
     int64_t taps = (int64_t)kh * kw, ldg = round_up(wo, vw), ldp = ldg + kw + vw, prows = ho + kh - 1;      \
-    int64_t nvec = ldg / vw, x0 = f->pl, x1 = f->pl + w;                                                    \
+    int64_t nvec = ldg / vw, x0 = f->pl, x1 = f->pl + w, grows = ho + 2 * (GR - 1);                         \
     int failed = 0;                                                                                         \
     _Pragma("omp parallel if (worth_threads(c, n * ho * wo * live))")                                       \
     {                                                                                                       \
       T *P = calloc((size_t)(prows * ldp), sizeof(T));                                                      \
-      T *G = calloc((size_t)(ho * ldg), sizeof(T));                                                         \
-      T *W = malloc(sizeof(T) * (size_t)taps * 2);                                                          \
+      T *G = calloc((size_t)(grows * ldg), sizeof(T));                                                      \
+      T *W = malloc(sizeof(T) * (size_t)taps);                                                              \
       unsigned char *M = malloc((size_t)taps);                                                              \
-      int32_t *ints = malloc(sizeof(int32_t) * (size_t)(taps + (int64_t)kh * (kw + 1)));                    \
+      /* per block of GR kernel rows: the columns of each pattern (pstart[blk][pi] .. [pi + 1]) */         \
+      int32_t *pcols = malloc(sizeof(int32_t) * (size_t)(nblk * kw));                                       \
+      int32_t *pstart = malloc(sizeof(int32_t) * (size_t)(nblk * (NPAT + 2)));                              \
       v##T *acc = aligned_alloc(VBYTES, sizeof(v##T) * (size_t)taps);                                       \
-      if (!P || !G || !W || !M || !ints || !acc) {                                                          \
+      if (!P || !G || !W || !M || !pcols || !pstart || !acc) {                                              \
         _Pragma("omp atomic write") failed = 1;                                                             \
       } else {                                                                                              \
-        T *wt = W + taps;                                                                                   \
-        int32_t *col = ints, *start = ints + taps;                                                          \
+        T *G0 = G + (GR - 1) * ldg;                                                                         \
         _Pragma("omp for schedule(dynamic, 1)")                                                             \
         for (int64_t ch = 0; ch < c; ch++) {                                                                \
-          build_taps_##T(f, ch, NULL, masks, false, W, M, start, col, wt);                                  \
-          int32_t nt = start[(int64_t)kh * (kw + 1) - 1];                                                   \
-          memset(acc, 0, sizeof(v##T) * (size_t)nt);                                                        \
-          for (int64_t b = 0; b < n; b++) {                                                                 \
-            const T *xp = x + (b * c + ch) * h * w, *gp = gy + (b * c + ch) * ho * wo;                      \
-            for (int64_t r = 0; r < h; r++) memcpy(P + (f->pt + r) * ldp + f->pl, xp + r * w, sizeof(T) * (size_t)w); \
-            for (int64_t r = 0; r < ho; r++) memcpy(G + r * ldg, gp + r * wo, sizeof(T) * (size_t)wo);      \
-            for (int i = 0; i < kh; i++) {                                                                  \
-              /* output rows whose row i + r of P is real */                                               \
-              int64_t r0 = imax64(0, f->pt - i), r1 = imin64(ho, f->pt + h - i);                            \
-              int32_t t0 = start[i * (kw + 1)], t1 = start[i * (kw + 1) + kw];                              \
-              for (int32_t t = t0; r1 > r0 && t < t1; t += SP_DOT_MAX) {                                    \
-                int nb = (int)imin64(SP_DOT_MAX, t1 - t);                                                   \
-                /* vectors where some tap of the block reads a real column */                              \
-                int64_t jmin = col[t], jmax = col[t + nb - 1], v0 = 0, v1 = nvec;                           \
-                while (v0 < v1 && v0 * vw + jmax + vw - 1 < x0) v0++;                                       \
-                while (v1 > v0 && (v1 - 1) * vw + jmin >= x1) v1--;                                         \
-                if (v1 > v0)                                                                                \
-                  sp_dots_##T[nb - 1](G, ldg, P + (int64_t)i * ldp, ldp, r0, r1, v0, v1, col + t, acc + t); \
+          build_merged_##T(f, ch, NULL, masks, W, M);                                                       \
+          for (int blk = 0; blk < nblk; blk++) {                                                            \
+            int i0 = blk * GR, cnt[NPAT + 2] = {0};                                                         \
+            int32_t *ps = pstart + blk * (NPAT + 2), *pc = pcols + blk * kw;                                \
+            for (int pass = 0; pass < 2; pass++) {                                                          \
+              if (pass == 1) {                                                                              \
+                ps[0] = 0;                                                                                  \
+                for (int pi = 0; pi <= NPAT; pi++) ps[pi + 1] = ps[pi] + cnt[pi];                           \
+                for (int pi = 0; pi <= NPAT; pi++) cnt[pi] = ps[pi];                                        \
+              }                                                                                             \
+              for (int j = 0; j < kw; j++) {                                                                \
+                int pi = 0;                                                                                 \
+                for (int r = 0; r < GR && i0 + r < kh; r++) pi |= M[(int64_t)(i0 + r) * kw + j] << r;      \
+                if (pass == 0) cnt[pi]++;                                                                   \
+                else pc[cnt[pi]++] = j;                                                                     \
               }                                                                                             \
             }                                                                                               \
           }                                                                                                 \
-          /* scatter the merged taps' sums to each kernel's live taps */                                   \
-          for (int64_t t = 0; t < taps; t++) W[t] = 0;                                                      \
-          for (int i = 0; i < kh; i++)                                                                      \
-            for (int32_t t = start[i * (kw + 1)]; t < start[i * (kw + 1) + kw]; t++) {                      \
-              T s = 0;                                                                                      \
-              for (int k = 0; k < vw; k++) s += acc[t][k];                                                  \
-              W[(int64_t)i * kw + col[t]] = s;                                                              \
+          memset(acc, 0, sizeof(v##T) * (size_t)taps);                                                      \
+          for (int64_t b = 0; b < n; b++) {                                                                 \
+            const T *xp = x + (b * c + ch) * h * w, *gp = gy + (b * c + ch) * ho * wo;                      \
+            for (int64_t r = 0; r < h; r++) memcpy(P + (f->pt + r) * ldp + f->pl, xp + r * w, sizeof(T) * (size_t)w); \
+            for (int64_t r = 0; r < ho; r++) memcpy(G0 + r * ldg, gp + r * wo, sizeof(T) * (size_t)wo);     \
+            for (int blk = 0; blk < nblk; blk++) {                                                          \
+              int i0 = blk * GR;                                                                            \
+              const int32_t *ps = pstart + blk * (NPAT + 2), *pc = pcols + blk * kw;                        \
+              /* real rows of P that meet a grad_out row of some kernel row of the block */                \
+              int64_t y0 = imax64(f->pt, i0), y1 = imin64(f->pt + h, i0 + GR - 1 + ho);                     \
+              if (y1 <= y0) continue;                                                                       \
+              for (int pi = 1; pi <= NPAT; pi++) {                                                          \
+                int ncmax = WG_ACC / __builtin_popcount((unsigned)pi);                                      \
+                for (int32_t t = ps[pi]; t < ps[pi + 1]; t += ncmax) {                                      \
+                  int nc = (int)imin64(ncmax, ps[pi + 1] - t);                                              \
+                  /* vectors where some column of the block reads a real column */                         \
+                  int64_t jmin = pc[t], jmax = pc[t + nc - 1], v0 = 0, v1 = nvec;                           \
+                  while (v0 < v1 && v0 * vw + jmax + vw - 1 < x0) v0++;                                     \
+                  while (v1 > v0 && (v1 - 1) * vw + jmin >= x1) v1--;                                       \
+                  if (v1 > v0) wgs_##T[pi](G0, ldg, P, ldp, y0, y1, i0, v0, v1, pc + t, nc, acc, kw);      \
+                }                                                                                           \
+              }                                                                                             \
             }                                                                                               \
+          }                                                                                                 \
+          /* the merged taps' sums, scattered to each kernel's live taps */                                \
+          for (int64_t t = 0; t < taps; t++) {                                                              \
+            T s_ = 0;                                                                                       \
+            for (int k = 0; k < vw; k++) s_ += acc[t][k];                                                   \
+            W[t] = M[t] ? s_ : (T)0;                                                                        \
+          }                                                                                                 \
           for (int k = 0; k < f->nk; k++) {                                                                 \
             int64_t kt = (int64_t)f->kkh[k] * f->kkw[k];                                                    \
             const bool *mk = masks[k] ? masks[k] + ch * kt : NULL;                                          \
@@ -521,7 +579,8 @@ DEFINE_SP_DOTS(double)
       free(G);                                                                                              \
       free(W);                                                                                              \
       free(M);                                                                                              \
-      free(ints);                                                                                           \
+      free(pcols);                                                                                          \
+      free(pstart);                                                                                         \
       free(acc);                                                                                            \
     }                                                                                                       \
     return failed ? LARK_ERR_NOMEM : 0;                                                                     \
