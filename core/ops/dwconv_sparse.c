@@ -125,6 +125,15 @@ static bool all_unit(int nk, const lark_conv2d_params p[]) {
 static void count_taps(const frame *f, int64_t c, const bool *const masks[], int64_t *live, int64_t *dense) {
   *dense = 0;
   for (int k = 0; k < f->nk; k++) *dense += c * f->kkh[k] * f->kkw[k];
+  if (f->nk == 1) { /* one kernel: its mask's count (byte sums, vectorised) */
+    int64_t n = 0, all = *dense;
+    const unsigned char *mb = (const unsigned char *)masks[0];
+    if (!mb) n = all;
+    else
+      for (int64_t t = 0; t < all; t++) n += mb[t];
+    *live = n;
+    return;
+  }
   int64_t taps = (int64_t)f->kh * f->kw, n = 0;
   unsigned char *m = malloc((size_t)taps);
   if (!m) {
@@ -135,10 +144,11 @@ static void count_taps(const frame *f, int64_t c, const bool *const masks[], int
     memset(m, 0, (size_t)taps);
     for (int k = 0; k < f->nk; k++) {
       int64_t kt = (int64_t)f->kkh[k] * f->kkw[k];
-      const bool *mk = masks[k] ? masks[k] + ch * kt : NULL;
-      for (int i = 0; i < f->kkh[k]; i++)
-        for (int j = 0; j < f->kkw[k]; j++)
-          if (!mk || mk[i * f->kkw[k] + j]) m[(f->oy[k] + i) * f->kw + f->ox[k] + j] = 1;
+      const unsigned char *mk = masks[k] ? (const unsigned char *)masks[k] + ch * kt : NULL;
+      for (int i = 0; i < f->kkh[k]; i++) {
+        unsigned char *row = m + (int64_t)(f->oy[k] + i) * f->kw + f->ox[k];
+        for (int j = 0; j < f->kkw[k]; j++) row[j] |= mk ? mk[i * f->kkw[k] + j] : 1;
+      }
     }
     for (int64_t t = 0; t < taps; t++) n += m[t];
   }
@@ -179,13 +189,13 @@ static inline int64_t round_up(int64_t a, int64_t m) { return (a + m - 1) / m * 
       int64_t kt = (int64_t)f->kkh[k] * f->kkw[k];                                                          \
       const bool *mk = masks[k] ? masks[k] + ch * kt : NULL;                                                \
       const T *wk = wts ? wts[k] + ch * kt : NULL;                                                          \
-      for (int i = 0; i < f->kkh[k]; i++)                                                                   \
-        for (int j = 0; j < f->kkw[k]; j++) {                                                               \
-          unsigned char live = mk ? (unsigned char)mk[i * f->kkw[k] + j] : 1;                               \
-          int64_t at = (int64_t)(f->oy[k] + i) * kw + f->ox[k] + j;                                         \
-          M[at] |= live;                                                                                    \
-          if (wk) W[at] += live ? wk[i * f->kkw[k] + j] : (T)0;                                             \
-        }                                                                                                   \
+      for (int i = 0; i < f->kkh[k]; i++) {                                                                 \
+        int64_t at = (int64_t)(f->oy[k] + i) * kw + f->ox[k], kk = (int64_t)i * f->kkw[k];                  \
+        const unsigned char *mrow = mk ? (const unsigned char *)mk + kk : NULL;                             \
+        for (int j = 0; j < f->kkw[k]; j++) M[at + j] |= mrow ? mrow[j] : 1;                                \
+        if (wk)                                                                                             \
+          for (int j = 0; j < f->kkw[k]; j++) W[at + j] += wk[kk + j] * (T)(mrow ? mrow[j] : 1);            \
+      }                                                                                                     \
     }                                                                                                       \
   }
 DEFINE_BUILD_MERGED(float)
@@ -210,45 +220,44 @@ DEFINE_BUILD_MERGED(double)
 #endif
 #define TILE_LD (SP_V * VBYTES / 4) /* elements per row of a tile buffer */
 
-/* One channel's groups for tiles of GR rows, with P rows ldp apart:
+/* One channel's groups for tiles of GR rows, with P rows ldp apart, for the pairs (rho, j) in the
+ * window [ro0, ro1) x [jo0, jo1) (outside it a tile only reads padding):
  *   gs  (NPAT, kh + GR)  gs[(pi-1)*(kh+GR) + rho] = the first entry of pattern pi at a source row >= rho
  *   off (entries)        rho * ldp + j of each entry (entries of a pattern sorted by rho)
- *   gw  (entries, GR)    the weights of its taps, w[(rho - r) * kw + j] for bit r (0 where off)
- * from the merged kernel W, M (flipped in both dims for the input gradient). */
+ *   gw  (entries, GR)    the weights of its taps, W[(rho - r) * kw + j] for bit r (0 where off)
+ * from the merged kernel W, M (already flipped in both dims for the input gradient); pat is
+ * scratch of (kh + GR - 1) * kw bytes. */
 #define DEFINE_BUILD_GROUPS(T)                                                                               \
-  static void build_groups_##T(int kh, int kw, const T *W, const unsigned char *M, bool flip, int64_t ldp,  \
-                               int32_t *gs, int32_t *off, T *gw, int32_t *pat) {                            \
+  static void build_groups_##T(int kh, int kw, const T *W, const unsigned char *M, int64_t ldp, int ro0,    \
+                               int ro1, int jo0, int jo1, int32_t *gs, int32_t *off, T *gw,                 \
+                               unsigned char *pat) {                                                        \
     int nrho = kh + GR - 1, ld = kh + GR;                                                                    \
     int32_t count[NPAT + 1] = {0}, next[NPAT + 1];                                                           \
-    /* the pattern of every (rho, j), branch-free (random masks defeat branch prediction); pattern 0 \
-     * (no live tap) is a bucket like the others, laid out first and never run */                          \
-    for (int rho = 0; rho < nrho; rho++) {                                                                   \
+    /* the pattern of every (rho, j), row by row of the kernel (vectorised, branch-free: a random  \
+     * mask defeats branch prediction); pattern 0 (no live tap) is a bucket like the others, laid \
+     * out first and never run */                                                                           \
+    for (int rho = ro0; rho < ro1; rho++) {                                                                  \
+      unsigned char *prow = pat + (int64_t)rho * kw;                                                         \
+      memset(prow + jo0, 0, (size_t)(jo1 - jo0));                                                            \
       int rlo = rho - (kh - 1) > 0 ? rho - (kh - 1) : 0, rhi = rho < GR - 1 ? rho : GR - 1;                 \
-      for (int j = 0; j < kw; j++) {                                                                         \
-        int pi = 0;                                                                                          \
-        for (int r = rlo; r <= rhi; r++) {                                                                   \
-          int i = rho - r;                                                                                   \
-          int64_t at = flip ? (int64_t)(kh - 1 - i) * kw + (kw - 1 - j) : (int64_t)i * kw + j;               \
-          pi |= M[at] << r;                                                                                  \
-        }                                                                                                    \
-        pat[rho * kw + j] = pi;                                                                              \
-        count[pi]++;                                                                                         \
+      for (int r = rlo; r <= rhi; r++) {                                                                     \
+        const unsigned char *mrow = M + (int64_t)(rho - r) * kw;                                             \
+        for (int j = jo0; j < jo1; j++) prow[j] |= (unsigned char)(mrow[j] << r);                            \
       }                                                                                                      \
+      for (int j = jo0; j < jo1; j++) count[prow[j]]++;                                                      \
     }                                                                                                        \
     int32_t base = 0;                                                                                        \
     for (int pi = 0; pi <= NPAT; pi++) next[pi] = base, base += count[pi];                                   \
     for (int rho = 0; rho < nrho; rho++) {                                                                   \
       for (int pi = 1; pi <= NPAT; pi++) gs[(pi - 1) * ld + rho] = next[pi];                                 \
+      if (rho < ro0 || rho >= ro1) continue;                                                                 \
       int rlo = rho - (kh - 1) > 0 ? rho - (kh - 1) : 0, rhi = rho < GR - 1 ? rho : GR - 1;                 \
-      for (int j = 0; j < kw; j++) {                                                                         \
-        int32_t e = next[pat[rho * kw + j]]++;                                                               \
+      const unsigned char *prow = pat + (int64_t)rho * kw;                                                   \
+      for (int j = jo0; j < jo1; j++) {                                                                      \
+        int32_t e = next[prow[j]]++;                                                                         \
         off[e] = (int32_t)(rho * ldp + j);                                                                   \
         T *w = gw + (int64_t)e * GR;                                                                         \
-        for (int r = 0; r < GR; r++) w[r] = 0;                                                               \
-        for (int r = rlo; r <= rhi; r++) {                                                                   \
-          int i = rho - r;                                                                                   \
-          w[r] = W[flip ? (int64_t)(kh - 1 - i) * kw + (kw - 1 - j) : (int64_t)i * kw + j];                  \
-        }                                                                                                    \
+        for (int r = 0; r < GR; r++) w[r] = r >= rlo && r <= rhi ? W[(int64_t)(rho - r) * kw + j] : (T)0;   \
       }                                                                                                      \
     }                                                                                                        \
     for (int pi = 1; pi <= NPAT; pi++) gs[(pi - 1) * ld + nrho] = next[pi];                                  \
@@ -392,18 +401,29 @@ static bool worth_threads(int64_t items, int64_t work) { return items > 1 && wor
     int64_t entries = (int64_t)(kh + GR - 1) * kw;                                                          \
     int npt = planes_per_tile((wd + VW_##T - 1) / VW_##T);                                                  \
     int64_t runs = (n + npt - 1) / npt, items = runs * c, pstride = sp_rows(hd, kh) * ldp;                  \
+    /* the window of pairs (rho, j) that meet real input in some tile: rows, from the first tile's     \
+     * first real row to the last; columns, when a row is one block of vectors (v0 = 0 only) */        \
+    int64_t nvec = (wd + VW_##T - 1) / VW_##T, y0 = imax64(0, pt), y1 = imin64(sp_rows(hd, kh), pt + hs);   \
+    int64_t x0 = imax64(0, pl), x1 = imin64(ldp, pl + ws), last = (hd - 1) / GR * GR;                       \
+    int ro0 = (int)imax64(0, y0 - last), ro1 = (int)imax64(ro0, imin64(kh + GR - 1, y1));                   \
+    int jo0 = 0, jo1 = kw;                                                                                  \
+    if (nvec <= SP_V) {                                                                                     \
+      jo0 = (int)imin64(kw, imax64(0, x0 - nvec * VW_##T + 1));                                             \
+      jo1 = (int)imax64(jo0, imin64(kw, x1));                                                               \
+    }                                                                                                       \
     int failed = 0;                                                                                         \
     _Pragma("omp parallel if (worth_threads(items, hd * wd * (live / (c ? c : 1)) * n * c))")               \
     {                                                                                                       \
       T *P = calloc((size_t)(npt * pstride), sizeof(T));                                                    \
       T *W = malloc(sizeof(T) * (size_t)(taps + entries * GR));                                             \
-      unsigned char *M = malloc((size_t)taps);                                                              \
-      int32_t *ints = malloc(sizeof(int32_t) * (size_t)(2 * entries + NPAT * (kh + GR)));                  \
+      unsigned char *M = malloc((size_t)(taps + entries));                                                  \
+      int32_t *ints = malloc(sizeof(int32_t) * (size_t)(entries + NPAT * (kh + GR)));                       \
       if (!P || !W || !M || !ints) {                                                                        \
         _Pragma("omp atomic write") failed = 1;                                                             \
       } else {                                                                                              \
         T *gw = W + taps;                                                                                   \
-        int32_t *pat = ints, *off = pat + entries, *gs = off + entries;                                     \
+        unsigned char *pat = M + taps;                                                                      \
+        int32_t *off = ints, *gs = off + entries;                                                           \
         int64_t built = -1;                                                                                 \
         _Pragma("omp for schedule(static)")                                                                 \
         for (int64_t q = 0; q < items; q++) {                                                               \
@@ -411,7 +431,14 @@ static bool worth_threads(int64_t items, int64_t work) { return items > 1 && wor
           int npl = (int)imin64(npt, n - b0);                                                               \
           if (ch != built) {                                                                                \
             build_merged_##T(f, ch, wts, masks, W, M);                                                      \
-            build_groups_##T(kh, kw, W, M, backward, ldp, gs, off, gw, pat);                                \
+            if (backward) /* the flipped kernel: reverse both arrays in place */                            \
+              for (int64_t t = 0; t < taps / 2; t++) {                                                      \
+                T wt_ = W[t];                                                                               \
+                unsigned char mt_ = M[t];                                                                   \
+                W[t] = W[taps - 1 - t], M[t] = M[taps - 1 - t];                                             \
+                W[taps - 1 - t] = wt_, M[taps - 1 - t] = mt_;                                               \
+              }                                                                                             \
+            build_groups_##T(kh, kw, W, M, ldp, ro0, ro1, jo0, jo1, gs, off, gw, pat);                      \
             built = ch;                                                                                     \
           }                                                                                                 \
           const T *sp[SP_V];                                                                                \
