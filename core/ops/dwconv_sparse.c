@@ -462,56 +462,60 @@ DEFINE_SP_CORR(double)
 
 /* ---- weight gradient ---------------------------------------------------------------------------- */
 
-/* wg: the weight gradient of a block of GR kernel rows [i0, i0 + GR) at nc kernel columns cols[]
+/* wg: the weight gradient of a block of GR kernel rows [i0, i0 + GR) at NC kernel columns cols[]
  * that all have the live-row pattern PI (bit r: tap (i0 + r, col) live), over source rows
  * [y0, y1) and vectors [v0, v1):
  *   accm[(i0 + r) * kw + col] += sum_y sum_v G[y - i0 - r][v] * P[y][v + col]   (vectors of VW)
  *   G0  grad_out rows 0.. (ldg apart), with GR - 1 zero rows above and below;  P the zero-bordered
  *       input (ldp apart). As in the forward pass, a loaded input vector feeds every live tap of its
  *       column (the pattern's rows) and a loaded grad_out vector every column of the block:
- *       NC * PB accumulators (PB = bits of PI, NC = WG_ACC / PB columns at most). */
+ *       NC * PB accumulators (PB = bits of PI, NC <= WG_NC columns, NC * PB <= WG_ACC). */
 #if defined(__AVX512F__)
-#define WG_ACC 12 /* accumulators: 12 + 4 grad_out vectors + 1 input vector of AVX-512's 32 registers */
+#define WG_ACC 16 /* accumulators: 16 + 4 grad_out vectors + 1 input vector of AVX-512's 32 registers */
 #else
 #define WG_ACC 8 /* of AVX2's 16 */
 #endif
-#define DEFINE_WG(T, PI)                                                                                    \
-  static void wg_##T##_##PI(const T *restrict G0, int64_t ldg, const T *restrict P, int64_t ldp, int64_t y0, \
-                            int64_t y1, int i0, int64_t v0, int64_t v1, const int32_t *restrict cols, int nc, \
-                            v##T *restrict accm, int kw) {                                                  \
-    enum { NCMAX = WG_ACC / __builtin_popcount(PI) };                                                       \
-    v##T a[NCMAX][GR];                                                                                      \
-    _Pragma("GCC unroll 12") for (int c = 0; c < NCMAX; c++)                                                 \
-    _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                                    \
-      a[c][r] = ((PI >> r) & 1) && c < nc ? accm[(int64_t)(i0 + r) * kw + cols[c]] : (v##T){0};             \
+#define WG_NC 4 /* columns per call at most (their pointers stay in general registers) */
+#define DEFINE_WG(T, PI, NC)                                                                                \
+  static void wg_##T##_##PI##_##NC(const T *restrict G0, int64_t ldg, const T *restrict P, int64_t ldp,     \
+                                   int64_t y0, int64_t y1, int i0, int64_t v0, int64_t v1,                  \
+                                   const int32_t *restrict cols, v##T *restrict accm, int kw) {             \
+    v##T a[NC][GR];                                                                                         \
+    int64_t co[NC];                                                                                         \
+    _Pragma("GCC unroll 4") for (int c = 0; c < NC; c++) {                                                  \
+      co[c] = cols[c];                                                                                      \
+      _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                                  \
+        a[c][r] = (PI >> r) & 1 ? accm[(int64_t)(i0 + r) * kw + co[c]] : (v##T){0};                         \
+    }                                                                                                       \
     for (int64_t y = y0; y < y1; y++) {                                                                     \
-      const T *prow = P + y * ldp;                                                                          \
+      const T *prow = P + y * ldp, *grow = G0 + (y - i0) * ldg;                                             \
       for (int64_t v = v0; v < v1; v++) {                                                                   \
         v##T g[GR];                                                                                         \
         _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                                \
-          if ((PI >> r) & 1) g[r] = *(const v##T##_u *)(G0 + (y - i0 - r) * ldg + v * VW_##T);              \
-        _Pragma("GCC unroll 12") for (int c = 0; c < NCMAX; c++) {                                           \
-          if (c >= nc) break;                                                                               \
-          v##T xv = *(const v##T##_u *)(prow + v * VW_##T + cols[c]);                                       \
+          if ((PI >> r) & 1) g[r] = *(const v##T##_u *)(grow - r * ldg + v * VW_##T);                       \
+        _Pragma("GCC unroll 4") for (int c = 0; c < NC; c++) {                                              \
+          v##T xv = *(const v##T##_u *)(prow + v * VW_##T + co[c]);                                         \
           _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                              \
             if ((PI >> r) & 1) a[c][r] += g[r] * xv;                                                        \
         }                                                                                                   \
       }                                                                                                     \
     }                                                                                                       \
-    _Pragma("GCC unroll 12") for (int c = 0; c < NCMAX; c++)                                                 \
+    _Pragma("GCC unroll 4") for (int c = 0; c < NC; c++)                                                    \
     _Pragma("GCC unroll 4") for (int r = 0; r < GR; r++)                                                    \
-      if (((PI >> r) & 1) && c < nc) accm[(int64_t)(i0 + r) * kw + cols[c]] = a[c][r];                      \
+      if ((PI >> r) & 1) accm[(int64_t)(i0 + r) * kw + co[c]] = a[c][r];                                    \
   }
+#define DEFINE_WG_NC(T, PI) DEFINE_WG(T, PI, 1) DEFINE_WG(T, PI, 2) DEFINE_WG(T, PI, 3) DEFINE_WG(T, PI, 4)
+#define WG_ROW(T, PI) {wg_##T##_##PI##_1, wg_##T##_##PI##_2, wg_##T##_##PI##_3, wg_##T##_##PI##_4}
 #define DEFINE_WGS(T)                                                                                       \
-  DEFINE_WG(T, 1) DEFINE_WG(T, 2) DEFINE_WG(T, 3) DEFINE_WG(T, 4) DEFINE_WG(T, 5) DEFINE_WG(T, 6)           \
-  DEFINE_WG(T, 7) DEFINE_WG(T, 8) DEFINE_WG(T, 9) DEFINE_WG(T, 10) DEFINE_WG(T, 11) DEFINE_WG(T, 12)        \
-  DEFINE_WG(T, 13) DEFINE_WG(T, 14) DEFINE_WG(T, 15)                                                        \
+  DEFINE_WG_NC(T, 1) DEFINE_WG_NC(T, 2) DEFINE_WG_NC(T, 3) DEFINE_WG_NC(T, 4) DEFINE_WG_NC(T, 5)            \
+  DEFINE_WG_NC(T, 6) DEFINE_WG_NC(T, 7) DEFINE_WG_NC(T, 8) DEFINE_WG_NC(T, 9) DEFINE_WG_NC(T, 10)           \
+  DEFINE_WG_NC(T, 11) DEFINE_WG_NC(T, 12) DEFINE_WG_NC(T, 13) DEFINE_WG_NC(T, 14) DEFINE_WG_NC(T, 15)       \
   typedef void (*wg_##T##_fn)(const T *, int64_t, const T *, int64_t, int64_t, int64_t, int, int64_t, int64_t, \
-                              const int32_t *, int, v##T *, int);                                           \
-  static const wg_##T##_fn wgs_##T[NPAT + 1] = {NULL, wg_##T##_1, wg_##T##_2, wg_##T##_3, wg_##T##_4,       \
-                                                wg_##T##_5, wg_##T##_6, wg_##T##_7, wg_##T##_8, wg_##T##_9, \
-                                                wg_##T##_10, wg_##T##_11, wg_##T##_12, wg_##T##_13,         \
-                                                wg_##T##_14, wg_##T##_15};
+                              const int32_t *, v##T *, int);                                                \
+  static const wg_##T##_fn wgs_##T[NPAT + 1][WG_NC] = {                                                     \
+      {NULL, NULL, NULL, NULL}, WG_ROW(T, 1), WG_ROW(T, 2), WG_ROW(T, 3), WG_ROW(T, 4), WG_ROW(T, 5),        \
+      WG_ROW(T, 6), WG_ROW(T, 7), WG_ROW(T, 8), WG_ROW(T, 9), WG_ROW(T, 10), WG_ROW(T, 11), WG_ROW(T, 12),   \
+      WG_ROW(T, 13), WG_ROW(T, 14), WG_ROW(T, 15)};
 DEFINE_WGS(float)
 DEFINE_WGS(double)
 
@@ -573,14 +577,14 @@ DEFINE_WGS(double)
               int64_t y0 = imax64(f->pt, i0), y1 = imin64(f->pt + h, i0 + GR - 1 + ho);                     \
               if (y1 <= y0) continue;                                                                       \
               for (int pi = 1; pi <= NPAT; pi++) {                                                          \
-                int ncmax = WG_ACC / __builtin_popcount((unsigned)pi);                                      \
+                int ncmax = (int)imin64(WG_NC, WG_ACC / __builtin_popcount((unsigned)pi));                  \
                 for (int32_t t = ps[pi]; t < ps[pi + 1]; t += ncmax) {                                      \
                   int nc = (int)imin64(ncmax, ps[pi + 1] - t);                                              \
                   /* vectors where some column of the block reads a real column */                         \
                   int64_t jmin = pc[t], jmax = pc[t + nc - 1], v0 = 0, v1 = nvec;                           \
                   while (v0 < v1 && v0 * vw + jmax + vw - 1 < x0) v0++;                                     \
                   while (v1 > v0 && (v1 - 1) * vw + jmin >= x1) v1--;                                       \
-                  if (v1 > v0) wgs_##T[pi](G0, ldg, P, ldp, y0, y1, i0, v0, v1, pc + t, nc, acc, kw);      \
+                  if (v1 > v0) wgs_##T[pi][nc - 1](G0, ldg, P, ldp, y0, y1, i0, v0, v1, pc + t, acc, kw);  \
                 }                                                                                           \
               }                                                                                             \
             }                                                                                               \
