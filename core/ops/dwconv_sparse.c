@@ -48,7 +48,7 @@ int lark_dwconv_check_args(const char *op, const lark_tensor *x, const int64_t i
  * density grows; the weight gradient, whose dense kernel shares loads in two directions, only
  * gains at low densities. */
 #define SPARSE_CORR_MAX_DENSITY 0.85
-#define SPARSE_WEIGHT_MAX_DENSITY 0.3
+#define SPARSE_WEIGHT_MAX_DENSITY 0.15
 
 static int sparse_mode; /* 0 auto, 1 always the sparse kernels, 2 always dense on weight * mask */
 
@@ -660,13 +660,25 @@ static int mask_data(int nk, const lark_tensor *const masks[], lark_tensor *held
 }
 
 /* Whether the sparse kernels run for these kernels and masks (and the live tap count). */
-static bool use_sparse(int nk, const lark_conv2d_params p[], const frame *f, int64_t c, const bool *const mp[],
-                       double max_density, int64_t *live) {
+/* Whether the sparse kernels run for these kernels and masks (and the live tap count); wd is the
+ * width of the pass's output (the forward output or the input gradient). In auto mode: at a live
+ * fraction below max_density, for kernels of at least SPARSE_MIN_TAPS taps (small kernels are
+ * cheap dense), and not where the dense pass puts 16 channels in a vector (dwconv.c's narrow-map
+ * path for float32 on AVX-512, which no per-channel mask can thin out). */
+#define SPARSE_MIN_TAPS 49
+static bool use_sparse(int nk, const lark_conv2d_params p[], const frame *f, int64_t c, int64_t wd, lark_dtype dt,
+                       const bool *const mp[], double max_density, int64_t *live) {
   int64_t dense;
   *live = 0;
   if (!all_unit(nk, p) || sparse_mode == 2) return false;
   count_taps(f, c, mp, live, &dense);
-  return sparse_mode == 1 || (double)*live < max_density * (double)dense;
+  if (sparse_mode == 1) return true;
+#if defined(__AVX512F__)
+  if (nk == 1 && dt == LARK_FLOAT32 && c % 16 == 0 && wd <= 24 && f->kw <= 13 && f->kh <= 64) return false;
+#else
+  (void)dt, (void)wd;
+#endif
+  return (int64_t)f->kh * f->kw >= SPARSE_MIN_TAPS && (double)*live < max_density * (double)dense;
 }
 
 static int check_masks(const char *op, int nk, const lark_tensor *const weights[], const lark_tensor *const masks[],
@@ -696,7 +708,7 @@ static lark_tensor *masked_corr(const char *op, bool backward, const lark_tensor
   frame f = make_frame(nk, p);
   int64_t live;
   lark_tensor *out = NULL;
-  if (!use_sparse(nk, p, &f, c, mp, SPARSE_CORR_MAX_DENSITY, &live)) {
+  if (!use_sparse(nk, p, &f, c, backward ? w : wo, x->dtype, mp, SPARSE_CORR_MAX_DENSITY, &live)) {
     lark_tensor *mw[MAX_KERNELS];
     if (!masked_weights(nk, weights, masks, mw)) {
       const lark_tensor *const *cw = (const lark_tensor *const *)mw;
@@ -758,7 +770,7 @@ static int masked_weight_grads(const char *op, const lark_tensor *grad_out, cons
   if ((rc = mask_data(nk, masks, mheld, mp))) return rc;
   frame f = make_frame(nk, p);
   int64_t live;
-  if (!use_sparse(nk, p, &f, c, mp, SPARSE_WEIGHT_MAX_DENSITY, &live) || n * ho * wo == 0) {
+  if (!use_sparse(nk, p, &f, c, wo, input->dtype, mp, SPARSE_WEIGHT_MAX_DENSITY, &live) || n * ho * wo == 0) {
     /* dense gradients, masked */
     for (int k = 0; k < nk && !rc; k++) {
       lark_tensor *g = lark_dwconv2d_backward_weight(grad_out, input, &p[k]);
