@@ -41,13 +41,17 @@ int lark_dwconv_check_args(const char *op, const lark_tensor *x, const int64_t i
 
 /* ---- which path --------------------------------------------------------------------------------- */
 
-/* The sparse kernels run below these fractions of live taps (forward and input gradient; weight
- * gradient), where examples/bench/sparse_dwconv.lua shows them ahead of the dense kernels on this
- * project's 2-core AVX-512 machines. A load feeds as many FMAs as live taps share it, so the
- * sparse kernels lose their edge over the dense tile (every load feeding 4 x V FMAs) as the
- * density grows; the weight gradient, whose dense kernel shares loads in two directions, only
- * gains at low densities. */
-#define SPARSE_CORR_MAX_DENSITY 0.85
+/* The sparse kernels run below these fractions of live taps, where examples/bench/sparse_dwconv.lua
+ * shows them ahead of the dense kernels on this project's 2-core AVX-512 machines: for the forward
+ * pass and the input gradient, with kernels of at least SPARSE_BIG_TAPS taps (31x31, 51x51, the
+ * merged SLaK triple) and smaller ones (13x13, 51x5 alone: fewer pairs per tile to spread over
+ * the 15 pattern loops); and for the weight gradient. A load feeds as many FMAs as live taps share
+ * it, so the sparse kernels lose their edge over the dense tile (every load feeding 4 x V FMAs) as
+ * the density grows; the weight gradient, whose dense kernel shares loads in two directions and
+ * whose sparse one splits into many short loops, only gains at low densities. */
+#define SPARSE_BIG_TAPS 400
+#define SPARSE_CORR_MAX_DENSITY 0.75
+#define SPARSE_CORR_MAX_DENSITY_SMALL 0.35
 #define SPARSE_WEIGHT_MAX_DENSITY 0.15
 
 static int sparse_mode; /* 0 auto, 1 always the sparse kernels, 2 always dense on weight * mask */
@@ -678,7 +682,9 @@ static bool use_sparse(int nk, const lark_conv2d_params p[], const frame *f, int
 #else
   (void)dt, (void)wd;
 #endif
-  return (int64_t)f->kh * f->kw >= SPARSE_MIN_TAPS && (double)*live < max_density * (double)dense;
+  int64_t frame_taps = (int64_t)f->kh * f->kw;
+  if (frame_taps < SPARSE_BIG_TAPS && max_density > SPARSE_CORR_MAX_DENSITY_SMALL) max_density = SPARSE_CORR_MAX_DENSITY_SMALL;
+  return frame_taps >= SPARSE_MIN_TAPS && (double)*live < max_density * (double)dense;
 }
 
 static int check_masks(const char *op, int nk, const lark_tensor *const weights[], const lark_tensor *const masks[],
