@@ -16,6 +16,34 @@
 extern "C" {
 #endif
 
+/* ---- argument types of the reduce, random and optimizer fields (the last block of the table) ---- */
+
+/* How a reduction sees its input (reduce.c computes it, a backend's `reduce` reads it): output
+ * element o (row-major over the kept dims) reduces the nred elements at
+ *   kept_offset(o) + reduced_offset(r),  r in [0, nred),
+ * in elements from lark_data_ptr(input), each offset the row-major unravelling of o (r) over
+ * kshape (rshape) times kstride (rstride). Size-1 dims are dropped and neighbours that step
+ * through memory as one dim are merged, so a contiguous problem has one kept and one reduced dim. */
+typedef struct lark_reduce_geom {
+  int nk, nr;                    /* >= 1 each (one dim of size 1, stride 0, when there is none) */
+  int64_t kshape[LARK_MAX_DIMS]; /* kept dims, in the output's row-major order */
+  int64_t kstride[LARK_MAX_DIMS];
+  int64_t rshape[LARK_MAX_DIMS]; /* reduced dims, innermost last: in the input's order when indices
+                                    are wanted (r is then the flat row-major index), else by
+                                    decreasing stride */
+  int64_t rstride[LARK_MAX_DIMS];
+  int64_t nout, nred;            /* the products of kshape and of rshape (either may be 0) */
+} lark_reduce_geom;
+
+/* A distribution of random.c's Philox scheme (its header gives the exact formulas). */
+typedef enum { LARK_DIST_UNIFORM, LARK_DIST_NORMAL, LARK_DIST_RANDINT, LARK_DIST_BERNOULLI } lark_dist_kind;
+typedef struct lark_dist {
+  lark_dist_kind kind;
+  double a, b;    /* uniform: low, high; normal: mean, std; bernoulli: p in a */
+  int64_t low;    /* randint: values low + [0, range) */
+  uint64_t range;
+} lark_dist;
+
 typedef struct lark_backend {
   const char *name;
   /* Raw memory on `dev`. malloc returns 0 or LARK_ERR_NOMEM (with a message naming the size). */
@@ -41,7 +69,62 @@ typedef struct lark_backend {
    *   out[i] (m, n) = alpha * a[i] (m, k) @ b[i] (k, n) + beta * out[i]   for i < batch
    * a, b, out are 3-D views of one dtype (float32/float64) whose batch stride may be 0. */
   int (*gemm)(lark_tensor *out, const lark_tensor *a, const lark_tensor *b, double alpha, double beta);
+
+  /* ---- reductions, random fills, optimizer updates (reduce.c, random.c, optim.c) -----------------
+   * The CPU runs those files' own kernels, so lark_cpu_backend leaves these NULL; another backend
+   * fills them to run the ops on its device (the front functions send only non-CPU tensors here). */
+  /* out (contiguous, g->nout elements, the op's result dtype, or NULL) and out_idx (contiguous
+   * int64, the flat index r of each max/min, or NULL) = op over g's reduced elements of t, with
+   * reduce.c's semantics (NaN wins max/min, first index on ties, empty sums 0 and products 1).
+   * reduce.c has checked op, dtypes and dims; args gives unbiased (var, std) and p (norm). */
+  int (*reduce)(lark_reduce_op op, const lark_tensor *t, const lark_reduce_geom *g, const lark_reduce_args *args,
+                lark_tensor *out, lark_tensor *out_idx);
+  /* Element i of t (row-major over its shape; any strides without stride-0 repeats) = the value of
+   * ds from Philox block (key seed, counter offset + i), exactly as random.c computes it. */
+  int (*random_fill)(lark_tensor *t, const lark_dist *ds, uint64_t seed, uint64_t offset);
+  /* out[i] (contiguous, p's shape and dtype) = 1 with probability p[i] from block (seed, offset + i);
+   * p of any dtype and strides, on out's device. *bad = the first i whose p[i] is not in [0, 1] (NaN
+   * included), its value in *bad_value, or -1 when every p is valid (else out is meaningless). */
+  int (*bernoulli)(lark_tensor *out, const lark_tensor *p, uint64_t seed, uint64_t offset, int64_t *bad,
+                   double *bad_value);
+  /* One parameter's SGD update with optim.c's formulas in the tensor's precision: p, g and buf (NULL
+   * without momentum) contiguous, of one float dtype and shape; first: buf was just made (takes d). */
+  int (*sgd_update)(lark_tensor *p, const lark_tensor *g, lark_tensor *buf, const lark_sgd_args *a, bool first);
+  /* One parameter's AdamW update (vmax NULL unless amsgrad), contiguous tensors as for SGD; decay =
+   * 1 - lr * wd, step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t), from optim.c. */
+  int (*adamw_update)(lark_tensor *p, const lark_tensor *g, lark_tensor *m, lark_tensor *v, lark_tensor *vmax,
+                      const lark_adamw_args *a, double decay, double step_size, double bc2_sqrt);
+  /* dst = lerp(dst, src, weight), optim.c's two-sided formula; contiguous, one float dtype and shape. */
+  int (*lerp)(lark_tensor *dst, const lark_tensor *src, double weight);
+  /* *out = the sum of |x|^p over a contiguous float tensor (max |x| for an infinite p), accumulated
+   * in double; NaN when an element is NaN. */
+  int (*norm_part)(const lark_tensor *t, double p, double *out);
+
+  /* ---- depth-wise 2-D convolution (core/ops/dwconv_device.c calls these; formulas in dwconv.h) ----
+   * The front functions have checked everything and hand over contiguous tensors of one float dtype
+   * (float32 or float64) on one device, with geometry (N, C, H, W) input, (N, C, Ho, Wo) output,
+   * (C, 1, kh, kw) weight, (C) bias, Ho and Wo = lark_conv2d_output_size(H, W, p); the result is
+   * never empty. In the forward pass H or W may be 0 (every tap reads padding): nothing is read then.
+   * flags: LARK_DWCONV_REFERENCE runs the plain kernel (one thread per result, every tap with a
+   * bounds test) that the fast ones are tested against; LARK_DWCONV_ACCUMULATE adds the result to
+   * what the output holds instead of overwriting it (sums of kernels, gradient accumulation). */
+  /* out (N, C, Ho, Wo) = dwconv(input (N, C, H, W), weight (C, 1, kh, kw)) + bias (C) or NULL. */
+  int (*dwconv_forward)(lark_tensor *out, const lark_tensor *input, const lark_tensor *weight,
+                        const lark_tensor *bias, const lark_conv2d_params *p, unsigned flags);
+  /* grad_in (N, C, H, W) = the input gradient of dwconv for grad_out (N, C, Ho, Wo) and weight
+   * (C, 1, kh, kw); every element is written (zeros where no output depends on it). */
+  int (*dwconv_backward_input)(lark_tensor *grad_in, const lark_tensor *grad_out, const lark_tensor *weight,
+                               const lark_conv2d_params *p, unsigned flags);
+  /* grad_w (C, 1, kh, kw) = the weight gradient of dwconv: grad_out (N, C, Ho, Wo) times input
+   * (N, C, H, W) summed over N, Ho, Wo. Here N*H*W > 0 as well (the front fills zeros otherwise).
+   * Deterministic: the same inputs give the same bits on every run. */
+  int (*dwconv_backward_weight)(lark_tensor *grad_w, const lark_tensor *grad_out, const lark_tensor *input,
+                                const lark_conv2d_params *p, unsigned flags);
 } lark_backend;
+
+/* flags of the dwconv fields */
+#define LARK_DWCONV_REFERENCE 1u  /* the plain kernel, for tests */
+#define LARK_DWCONV_ACCUMULATE 2u /* out += result */
 
 /* The backend that owns memory of this device kind (never NULL for LARK_CPU). */
 const lark_backend *lark_backend_for(lark_device dev);

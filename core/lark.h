@@ -349,16 +349,60 @@ bool lark_cuda_is_available(void);  /* built with CUDA and a device answers */
 int lark_cuda_device_count(void);
 int lark_cuda_synchronize(void);
 
+/* Counters of one device's caching allocator (core/caching_alloc.h). Byte counts are block sizes
+ * (requests rounded up to 512 bytes) except `requested`. */
+typedef struct lark_memory_stats {
+  int64_t allocated;      /* bytes in blocks handed out and not yet freed */
+  int64_t requested;      /* the bytes those allocations asked for */
+  int64_t reserved;       /* bytes held from the device: allocated + cached */
+  int64_t cached;         /* reserved but free: kept for reuse */
+  int64_t peak_allocated; /* highest `allocated` since the start or the last reset */
+  int64_t peak_reserved;
+  int64_t num_allocs;     /* successful allocations */
+  int64_t num_frees;
+  int64_t num_cache_hits; /* allocations served from held memory, without asking the device */
+  int64_t num_segments;   /* blocks of device memory held now (cudaMalloc'd and not freed) */
+  int64_t num_raw_allocs; /* cudaMalloc calls that succeeded */
+  int64_t num_raw_frees;  /* cudaFree calls */
+  int64_t num_ooms;       /* allocations that failed for lack of memory, after the retry */
+  int64_t num_retries;    /* times an allocation ran out, reclaimed memory and tried again */
+} lark_memory_stats;
+/* The counters of cuda:device. All zeros without CUDA or without a device; LARK_ERR_DEVICE for a
+ * device that is not there when there are devices. */
+int lark_cuda_memory_stats(int device, lark_memory_stats *out);
+/* Gives the device memory the caching allocator holds but no tensor uses back to the driver (all
+ * devices). Tensors alive are untouched. A no-op without CUDA. */
+void lark_cuda_empty_cache(void);
+/* peak_allocated and peak_reserved = their current values, on cuda:device or all when device < 0. */
+void lark_cuda_reset_peak_memory_stats(int device);
+/* When a device allocation runs out of memory, the allocator calls fn(ud) once (with no lock held;
+ * fn may free tensors), then releases its cache and retries. The Lua binding registers a full
+ * garbage collection. NULL removes the handler. */
+typedef void (*lark_oom_handler)(void *ud);
+void lark_set_oom_handler(lark_oom_handler fn, void *ud);
+
+/* Page-locked ("pinned") host memory, for buffers copied to a GPU: the copy is DMA'd straight from
+ * it (no staging copy in the driver) and can overlap kernels. Falls back to ordinary memory without
+ * CUDA or without a device (lark_cuda_host_is_pinned tells which). Always 64-byte aligned; never
+ * NULL for nbytes 0; NULL with LARK_ERR_NOMEM on failure. Free only with lark_cuda_host_free
+ * (NULL is ignored). Pinning is slow (about as slow as cudaMalloc) and pinned pages cannot be
+ * swapped: allocate a few buffers once and reuse them. */
+void *lark_cuda_host_alloc(size_t nbytes);
+void lark_cuda_host_free(void *ptr);
+bool lark_cuda_host_is_pinned(const void *ptr);
+
 /* ---- optimizer updates (core/ops/optim.c) --------------------------------------------------- */
 
 /* Fused in-place updates of a list of n parameters: one call per step and parameter group, the
  * loop over tensors in C, OpenMP over the elements of big tensors. Every parameter, grad and state
- * tensor is a contiguous float32 or float64 CPU tensor (a non-contiguous grad is read through a
- * copy); a parameter's grad and state have its shape and dtype, and different parameters may
+ * tensor is a contiguous float32 or float64 tensor (a non-contiguous grad is read through a
+ * copy), on the CPU or on a GPU whose backend has the update (its state is then made there too);
+ * a parameter's grad and state have its shape and dtype, and different parameters may
  * differ. Errors name a parameter by names[i] when the args give names, else by its 0-based
- * index; a CUDA tensor gives "<op>: not implemented for cuda:N". Either every parameter is updated
- * or, on an error, none. Each function has a _reference twin: the plain double-precision loop,
- * single-threaded, kept as what the fast kernels are tested against. */
+ * index; a device without the kernel gives "<op>: not implemented for cuda:N". Either every
+ * parameter is updated or, on an error, none (short of a failing device). Each function has a
+ * _reference twin: the plain double-precision loop, single-threaded, CPU tensors only, kept as what
+ * the fast kernels are tested against. */
 
 typedef struct {
   double lr, momentum, dampening, weight_decay;

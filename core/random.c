@@ -21,9 +21,10 @@
  *   after the draw the generator's offset advances by the element count.
  *
  * The CPU kernels fill chunks of consecutive elements in parallel; contiguous targets are written in
- * place, strided ones through a small buffer. Tensors on other devices are filled on the CPU and
- * copied over (as factory.c does for sequences), which gives every backend exactly these numbers
- * until a backend grows its own Philox kernel. */
+ * place, strided ones through a small buffer. Tensors on other devices go to their backend's
+ * `random_fill` and `bernoulli` (backend.h), which compute the same numbers there (cuda/random.cu);
+ * a backend without them gets its tensors filled on the CPU and copied over (as factory.c does for
+ * sequences), which gives exactly these numbers too. randperm always sorts on the CPU. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,24 +118,21 @@ static void key_of(const lark_generator *g, uint32_t key[2]) {
 
 /* ---- one kernel for every distribution ------------------------------------------------------ */
 
-typedef enum { DIST_UNIFORM, DIST_NORMAL, DIST_RANDINT, DIST_BERNOULLI } dist_kind;
-
-typedef struct {
-  dist_kind kind;
-  double a, b;      /* uniform: low, high; normal: mean, std; bernoulli: p in a */
-  int64_t low;      /* randint: values low + [0, range) */
-  uint64_t range;
-} dist;
+/* The distributions (kind, parameters) are backend.h's lark_dist, shared with the backends. */
+typedef lark_dist dist;
 
 /* uniform in [low, high): computed in float64, rounded to T, and kept below high where rounding would
  * reach it (a float32 uniform in [0, 1) must never give 1). top: the largest T below high (and
- * >= low); selects instead of branches, so the loops vectorise. */
+ * >= low); selects instead of branches, so the loops vectorise. low + (high - low) * u (and normal's
+ * mean + std * z) is one fused multiply-add, written out: GCC fused it anyway where the machine has
+ * FMA (-march=native), so those builds give the numbers they always gave, while a build without FMA
+ * and a GPU kernel now give the same bits too instead of depending on the compiler's contraction. */
 static inline float uniform_f32(const uint32_t w[4], double low, double high, float top) {
-  float v = (float)(low + (high - low) * (double)u01_f32(w));
+  float v = (float)fma(high - low, (double)u01_f32(w), low);
   return v > top ? top : v;
 }
 static inline double uniform_f64(const uint32_t w[4], double low, double high, double top) {
-  double v = low + (high - low) * u01_f64(w);
+  double v = fma(high - low, u01_f64(w), low);
   return v > top ? top : v;
 }
 
@@ -164,7 +162,7 @@ static inline double uniform_f64(const uint32_t w[4], double low, double high, d
 static void gen_chunk(const dist *ds, const uint32_t key[2], uint64_t j0, int64_t n, lark_dtype dt, void *dst) {
   double a = ds->a, b = ds->b; /* locals: dst cannot alias them, so the loops vectorise */
   switch (ds->kind) {
-    case DIST_UNIFORM:
+    case LARK_DIST_UNIFORM:
       if (dt == LARK_FLOAT32) {
         float lo = (float)a, top = nextafterf((float)b, -INFINITY);
         top = top < lo ? lo : top; /* low == high: every value is low */
@@ -175,17 +173,17 @@ static void gen_chunk(const dist *ds, const uint32_t key[2], uint64_t j0, int64_
         GEN_LOOP(double, uniform_f64(w, a, b, top));
       }
       break;
-    case DIST_NORMAL:
-      if (dt == LARK_FLOAT32) GEN_LOOP(float, a + b * std_normal(w));
-      else GEN_LOOP(double, a + b * std_normal(w));
+    case LARK_DIST_NORMAL:
+      if (dt == LARK_FLOAT32) GEN_LOOP(float, fma(b, std_normal(w), a));
+      else GEN_LOOP(double, fma(b, std_normal(w), a));
       break;
-    case DIST_RANDINT: {
+    case LARK_DIST_RANDINT: {
       /* unsigned addition: low + offset cannot overflow for any [low, high) that fits int64 */
       uint64_t lo = (uint64_t)ds->low, range = ds->range;
       GEN_ANY_DTYPE((int64_t)(lo + below(w, range)));
       break;
     }
-    case DIST_BERNOULLI: GEN_ANY_DTYPE(u01_f64(w) < a); break;
+    case LARK_DIST_BERNOULLI: GEN_ANY_DTYPE(u01_f64(w) < a); break;
   }
 }
 
@@ -258,14 +256,23 @@ static int check_target(const char *op, const lark_tensor *t) {
   return 0;
 }
 
-/* Draws numel(t) values of ds into t from gen, then advances gen. Other devices: fill on the CPU
- * with the same counters and copy, so the numbers are identical everywhere. */
+/* Draws numel(t) values of ds into t from gen, then advances gen. Other devices: their backend's
+ * random_fill, else a fill on the CPU with the same counters and a copy; the numbers are the same
+ * everywhere. */
 static int fill(const char *op, lark_tensor *t, const dist *ds, lark_generator *gen) {
   if (check_target(op, t)) return lark_error_code();
   lark_generator *g = gen_or_default(gen);
   int64_t numel = lark_numel(t);
   if (numel == 0) return 0;
   lark_device dev = lark_tensor_device(t);
+  const lark_backend *be = dev.kind != LARK_CPU ? lark_backend_for(dev) : NULL;
+  if (be && be->random_fill) {
+    int rc = be->random_fill(t, ds, g->seed, g->offset);
+    if (rc) return rc;
+    g->offset += (uint64_t)numel;
+    lark_bump_version(t);
+    return 0;
+  }
   if (dev.kind != LARK_CPU) {
     lark_tensor *host = lark_empty(t->ndim, t->shape, t->dtype, NULL);
     if (!host) return lark_error_code();
@@ -299,7 +306,7 @@ int lark_uniform_(lark_tensor *t, double low, double high, lark_generator *gen) 
     return lark_set_error(LARK_ERR_ARG, "uniform_: low (%g) must be <= high (%g)", low, high);
   if (!isfinite(high - low))
     return lark_set_error(LARK_ERR_ARG, "uniform_: the range [%g, %g) is too wide (high - low overflows)", low, high);
-  dist ds = {.kind = DIST_UNIFORM, .a = low, .b = high};
+  dist ds = {.kind = LARK_DIST_UNIFORM, .a = low, .b = high};
   return fill("uniform_", t, &ds, gen);
 }
 
@@ -309,7 +316,7 @@ int lark_normal_(lark_tensor *t, double mean, double std, lark_generator *gen) {
   if (std != std) return lark_set_error(LARK_ERR_ARG, "normal_: std is NaN (expected a number >= 0)");
   if (std < 0 || isinf(std))
     return lark_set_error(LARK_ERR_ARG, "normal_: std must be finite and >= 0, got %g", std);
-  dist ds = {.kind = DIST_NORMAL, .a = mean, .b = std};
+  dist ds = {.kind = LARK_DIST_NORMAL, .a = mean, .b = std};
   return fill("normal_", t, &ds, gen);
 }
 
@@ -333,14 +340,34 @@ int lark_randint_(lark_tensor *t, int64_t low, int64_t high, lark_generator *gen
   if (low >= high)
     return lark_set_error(LARK_ERR_ARG, "randint: low (%lld) must be < high (%lld)", (long long)low, (long long)high);
   if (check_int_range("randint", t->dtype, low, high)) return lark_error_code();
-  dist ds = {.kind = DIST_RANDINT, .low = low, .range = (uint64_t)high - (uint64_t)low};
+  dist ds = {.kind = LARK_DIST_RANDINT, .low = low, .range = (uint64_t)high - (uint64_t)low};
   return fill("randint", t, &ds, gen);
 }
 
 int lark_bernoulli_(lark_tensor *t, double p, lark_generator *gen) {
   if (!(p >= 0 && p <= 1)) return lark_set_error(LARK_ERR_ARG, "bernoulli_: p must be in [0, 1], got %g", p);
-  dist ds = {.kind = DIST_BERNOULLI, .a = p};
+  dist ds = {.kind = LARK_DIST_BERNOULLI, .a = p};
   return fill("bernoulli_", t, &ds, gen);
+}
+
+/* lark_bernoulli on p's device by its backend: one kernel checks p and draws; on an invalid p the
+ * draw is dropped and the generator stays where it was, as on the CPU. */
+static lark_tensor *device_bernoulli(const lark_backend *be, const lark_tensor *p, lark_generator *g) {
+  lark_device dev = lark_tensor_device(p);
+  lark_tensor *out = lark_empty(p->ndim, p->shape, p->dtype, &dev);
+  if (!out) return NULL;
+  int64_t bad = -1;
+  double bad_value = 0;
+  int rc = be->bernoulli(out, p, g->seed, g->offset, &bad, &bad_value);
+  if (!rc && bad >= 0)
+    rc = lark_set_error(LARK_ERR_ARG, "bernoulli: p must be in [0, 1], got %g at element %lld", bad_value,
+                        (long long)bad + 1);
+  if (rc) {
+    lark_tensor_release(out);
+    return NULL;
+  }
+  g->offset += (uint64_t)lark_numel(p);
+  return out;
 }
 
 lark_tensor *lark_bernoulli(const lark_tensor *p, lark_generator *gen) {
@@ -350,6 +377,8 @@ lark_tensor *lark_bernoulli(const lark_tensor *p, lark_generator *gen) {
   }
   lark_generator *g = gen_or_default(gen);
   lark_device dev = lark_tensor_device(p);
+  const lark_backend *be = dev.kind != LARK_CPU ? lark_backend_for(dev) : NULL;
+  if (be && be->bernoulli) return device_bernoulli(be, p, g);
   /* p as contiguous float64 on the CPU: one pass to check it, one to draw */
   lark_device cpu = LARK_DEVICE_CPU;
   lark_tensor *ph = lark_to(p, LARK_FLOAT64, &cpu), *pc = ph ? lark_contiguous(ph) : NULL;

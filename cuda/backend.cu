@@ -10,8 +10,10 @@
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "caching_alloc.h"
 #include "cuda.h"
 
 /* lark_device.index is an int8_t: at most 128 ordinals can be named. */
@@ -44,6 +46,7 @@ int lark_cuda_check_cublas(cublasStatus_t st, const char *op, const char *what) 
 /* ---- devices -------------------------------------------------------------------------------- */
 
 static void fill_table(void);
+static void init_memory(void);
 
 static void probe(void) {
   int n = 0;
@@ -55,6 +58,7 @@ static void probe(void) {
   probe_error = err;
   device_count = n < 0 ? 0 : n > MAX_DEVICES ? MAX_DEVICES : n;
   fill_table();
+  if (device_count > 0) init_memory();
 }
 
 extern "C" int lark_cuda_init(void) {
@@ -144,44 +148,166 @@ extern "C" int lark_cuda_synchronize(void) {
 
 /* ---- device memory -------------------------------------------------------------------------- */
 
-/* Plain cudaMalloc / cudaFree for now. The caching allocator replaces exactly these two functions
- * (same contract: the current device is already set, OOM is LARK_ERR_NOMEM with the size in GB), so
- * the table entries and everything above them stay as they are. */
-static int device_alloc(int device, size_t nbytes, void **ptr) {
+/* Device memory comes from the caching allocator of core/caching_alloc.c over cudaMalloc and
+ * cudaFree: a freed tensor's block goes back to the allocator's cache and the next allocation of a
+ * fitting size takes it without calling the driver (cudaFree would also wait for the whole device).
+ *
+ * Why a block may be reused as soon as the host frees it, while kernels reading it may still be
+ * queued: every kernel, cuBLAS call and copy of this backend goes to the legacy default stream of
+ * the tensor's device (cuda.h), one stream per device shared by all host threads, so whatever the
+ * block's next owner queues runs after the work queued by its previous owner has finished. Work on
+ * a second stream would break this: such a backend must record an event on the stream and make the
+ * block wait for it before reuse (PyTorch's record_stream). Host transfers use synchronous
+ * cudaMemcpy, so no host buffer outlives a copy either.
+ *
+ * Out of memory: the allocator runs lark_set_oom_handler's handler (the Lua binding's full garbage
+ * collection), releases every cached block of the device and retries once; then the error reads
+ * "cuda: out of memory allocating N bytes (X MiB) on cuda:0 (Y MiB allocated, Z MiB cached; the
+ * device has F MiB free of T MiB)". */
+static lark_caching_alloc device_cache; /* set up by probe() once a device answers */
+
+static int raw_alloc(void *ud, int device, size_t nbytes, void **ptr) {
+  *ptr = NULL;
+  /* the device is set here, not only by cuda_malloc: the out-of-memory handler runs between two
+   * tries and may free tensors of other devices */
+  if (lark_cuda_check(cudaSetDevice(device), "empty", "cudaSetDevice")) return lark_error_code();
   cudaError_t err = cudaMalloc(ptr, nbytes);
   if (err == cudaSuccess) return 0;
   *ptr = NULL;
   (void)cudaGetLastError();
-  if (err == cudaErrorMemoryAllocation) {
-    size_t free_b = 0, total_b = 0;
-    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) (void)cudaGetLastError();
-    return lark_set_error(LARK_ERR_NOMEM, "empty: cannot allocate %.3g GB on cuda:%d (out of memory: %.3g GB free of %.3g GB)",
-                          (double)nbytes / 1e9, device, (double)free_b / 1e9, (double)total_b / 1e9);
-  }
-  return lark_set_error(LARK_ERR_BACKEND, "empty: cudaMalloc of %.3g GB on cuda:%d failed: %s", (double)nbytes / 1e9,
-                        device, cudaGetErrorString(err));
+  if (err == cudaErrorMemoryAllocation) return LARK_ERR_NOMEM;
+  return lark_set_error(LARK_ERR_BACKEND, "empty: cudaMalloc of %zu bytes on cuda:%d failed: %s", nbytes, device,
+                        cudaGetErrorString(err));
 }
 
-static void device_free(int device, void *ptr) {
+static void raw_free(void *ud, int device, void *ptr) {
   /* Errors are dropped: free cannot report them, and at exit the runtime may already be gone
    * (cudaErrorCudartUnloading), which is harmless. */
-  if (cudaFree(ptr) != cudaSuccess) (void)cudaGetLastError();
+  if (cudaSetDevice(device) != cudaSuccess || cudaFree(ptr) != cudaSuccess) (void)cudaGetLastError();
+}
+
+static void describe_device(void *ud, int device, char *buf, size_t n) {
+  size_t free_b = 0, total_b = 0;
+  if (cudaSetDevice(device) != cudaSuccess || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return;
+  }
+  snprintf(buf, n, "; the device has %.2f MiB free of %.2f MiB", (double)free_b / 1048576.0,
+           (double)total_b / 1048576.0);
+}
+
+static bool memory_ready;
+
+static void init_memory(void) {
+  lark_caching_alloc_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.name = "cuda";
+  cfg.raw_alloc = raw_alloc;
+  cfg.raw_free = raw_free;
+  cfg.reclaim = NULL; /* lark_run_oom_handler: the Lua binding's collection */
+  cfg.describe = describe_device;
+  memory_ready = lark_caching_alloc_init(&device_cache, &cfg) == 0;
+  if (!memory_ready) lark_clear_error(); /* cuda_malloc reports it when it matters */
 }
 
 static int cuda_malloc(lark_device dev, size_t nbytes, void **ptr) {
   *ptr = NULL;
   if (nbytes == 0) return 0;
   if (lark_cuda_set_device(dev, "empty")) return lark_error_code();
-  return device_alloc(dev.index, nbytes, ptr);
+  if (!memory_ready) return lark_set_error(LARK_ERR_NOMEM, "empty: the CUDA allocator could not start (out of host memory)");
+  return lark_caching_alloc_malloc(&device_cache, dev.index, nbytes, ptr);
 }
 
 static void cuda_free(lark_device dev, void *ptr) {
-  if (!ptr || dev.index < 0 || dev.index >= device_count) return;
-  if (cudaSetDevice(dev.index) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return;
+  if (ptr && memory_ready) lark_caching_alloc_free(&device_cache, ptr);
+}
+
+extern "C" int lark_cuda_memory_stats(int device, lark_memory_stats *out) {
+  memset(out, 0, sizeof *out);
+  pthread_once(&probe_once, probe);
+  if (device_count == 0) return 0; /* no device: nothing allocated, and not an error */
+  if (device < 0 || device >= device_count)
+    return lark_set_error(LARK_ERR_DEVICE, "memory_stats: device cuda:%d is not available (%d CUDA device%s found)",
+                          device, device_count, device_count == 1 ? "" : "s");
+  if (memory_ready) lark_caching_alloc_stats(&device_cache, device, out);
+  return 0;
+}
+
+extern "C" void lark_cuda_empty_cache(void) {
+  pthread_once(&probe_once, probe);
+  if (device_count == 0 || !memory_ready) return;
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess) (void)cudaGetLastError();
+  lark_caching_alloc_empty_cache(&device_cache, -1);
+  if (current >= 0 && cudaSetDevice(current) != cudaSuccess) (void)cudaGetLastError(); /* raw_free moved it */
+}
+
+extern "C" void lark_cuda_reset_peak_memory_stats(int device) {
+  pthread_once(&probe_once, probe);
+  if (device_count > 0 && memory_ready) lark_caching_alloc_reset_peak(&device_cache, device);
+}
+
+/* ---- pinned host memory --------------------------------------------------------------------- */
+
+/* Every host buffer starts HOST_HEADER bytes after a header saying how it was allocated, so that
+ * lark_cuda_host_free calls cudaFreeHost or free without asking the driver (which may already be
+ * unloading at exit). */
+#define HOST_HEADER 64
+#define HOST_MAGIC 0x6c61726b686f7374ull /* "larkhost" */
+struct host_header {
+  uint64_t magic;
+  uint64_t pinned;
+  size_t nbytes;
+};
+
+extern "C" void *lark_cuda_host_alloc(size_t nbytes) {
+  if (nbytes > SIZE_MAX / 2) {
+    lark_set_error(LARK_ERR_NOMEM, "host_alloc: cannot allocate %zu bytes of host memory", nbytes);
+    return NULL;
   }
-  device_free(dev.index, ptr);
+  size_t total = HOST_HEADER + ((nbytes + 63) & ~(size_t)63); /* a multiple of 64 for aligned_alloc */
+  void *base = NULL;
+  bool pinned = false;
+  pthread_once(&probe_once, probe);
+  if (device_count > 0) {
+    /* portable: pinned for every device's context, not only the current one */
+    if (cudaHostAlloc(&base, total, cudaHostAllocPortable) == cudaSuccess) pinned = true;
+    else {
+      /* no pinned memory left (it is limited by the OS): ordinary memory still works, only slower */
+      (void)cudaGetLastError();
+      base = NULL;
+    }
+  }
+  if (!base) base = aligned_alloc(64, total);
+  if (!base) {
+    lark_set_error(LARK_ERR_NOMEM, "host_alloc: cannot allocate %zu bytes (%.2f MiB) of host memory", nbytes,
+                   (double)nbytes / 1048576.0);
+    return NULL;
+  }
+  struct host_header *h = (struct host_header *)base;
+  h->magic = HOST_MAGIC;
+  h->pinned = pinned;
+  h->nbytes = nbytes;
+  return (char *)base + HOST_HEADER;
+}
+
+static struct host_header *host_header_of(const void *ptr) {
+  if (!ptr) return NULL;
+  struct host_header *h = (struct host_header *)((char *)ptr - HOST_HEADER);
+  return h->magic == HOST_MAGIC ? h : NULL;
+}
+
+extern "C" bool lark_cuda_host_is_pinned(const void *ptr) {
+  struct host_header *h = host_header_of(ptr);
+  return h && h->pinned;
+}
+
+extern "C" void lark_cuda_host_free(void *ptr) {
+  struct host_header *h = host_header_of(ptr);
+  if (!h) return; /* NULL, or not from lark_cuda_host_alloc: free cannot report it */
+  h->magic = 0;
+  if (!h->pinned) free(h);
+  else if (cudaFreeHost(h) != cudaSuccess) (void)cudaGetLastError(); /* as raw_free */
 }
 
 static int cuda_memcpy_host(lark_device dev, void *dst, const void *src, size_t nbytes, int to_device) {
@@ -208,5 +334,18 @@ static void fill_table(void) {
   cuda_backend.fill = lark_cuda_fill;
   cuda_backend.binary = lark_cuda_binary;
   cuda_backend.gemm = lark_cuda_gemm;
-  /* unary, clamp, where: later issues */
+  cuda_backend.dwconv_forward = lark_cuda_dwconv_forward;
+  cuda_backend.dwconv_backward_input = lark_cuda_dwconv_backward_input;
+  cuda_backend.dwconv_backward_weight = lark_cuda_dwconv_backward_weight;
+  /* reductions, random fills, optimizer updates (reduce.cu, random.cu, optim.cu) */
+  cuda_backend.reduce = lark_cuda_reduce;
+  cuda_backend.random_fill = lark_cuda_random_fill;
+  cuda_backend.bernoulli = lark_cuda_bernoulli;
+  cuda_backend.sgd_update = lark_cuda_sgd_update;
+  cuda_backend.adamw_update = lark_cuda_adamw_update;
+  cuda_backend.lerp = lark_cuda_lerp;
+  cuda_backend.norm_part = lark_cuda_norm_part;
+  cuda_backend.unary = lark_cuda_unary; /* elementwise.cu */
+  cuda_backend.clamp = lark_cuda_clamp;
+  cuda_backend.where = lark_cuda_where;
 }

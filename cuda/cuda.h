@@ -46,8 +46,29 @@ int lark_cuda_cublas(lark_device dev, const char *op, cublasHandle_t *handle);
 int lark_cuda_copy(lark_tensor *dst, const lark_tensor *src);
 int lark_cuda_fill(lark_tensor *t, double value);
 int lark_cuda_binary(lark_binary_op op, lark_tensor *out, const lark_tensor *a, const lark_tensor *b);
+int lark_cuda_unary(lark_unary_op op, lark_tensor *out, const lark_tensor *a);
+int lark_cuda_clamp(lark_tensor *out, const lark_tensor *a, double lo, double hi);
+int lark_cuda_where(lark_tensor *out, const lark_tensor *cond, const lark_tensor *a, const lark_tensor *b);
 /* gemm.cu */
 int lark_cuda_gemm(lark_tensor *out, const lark_tensor *a, const lark_tensor *b, double alpha, double beta);
+/* dwconv.cu */
+int lark_cuda_dwconv_forward(lark_tensor *out, const lark_tensor *input, const lark_tensor *weight,
+                             const lark_tensor *bias, const lark_conv2d_params *p, unsigned flags);
+int lark_cuda_dwconv_backward_input(lark_tensor *grad_in, const lark_tensor *grad_out, const lark_tensor *weight,
+                                    const lark_conv2d_params *p, unsigned flags);
+int lark_cuda_dwconv_backward_weight(lark_tensor *grad_w, const lark_tensor *grad_out, const lark_tensor *input,
+                                     const lark_conv2d_params *p, unsigned flags);
+/* reduce.cu (reductions; norm_part is optim.c's total_norm), random.cu, optim.cu */
+int lark_cuda_reduce(lark_reduce_op op, const lark_tensor *t, const lark_reduce_geom *g, const lark_reduce_args *args,
+                     lark_tensor *out, lark_tensor *out_idx);
+int lark_cuda_norm_part(const lark_tensor *t, double p, double *out);
+int lark_cuda_random_fill(lark_tensor *t, const lark_dist *ds, uint64_t seed, uint64_t offset);
+int lark_cuda_bernoulli(lark_tensor *out, const lark_tensor *p, uint64_t seed, uint64_t offset, int64_t *bad,
+                        double *bad_value);
+int lark_cuda_sgd_update(lark_tensor *p, const lark_tensor *g, lark_tensor *buf, const lark_sgd_args *a, bool first);
+int lark_cuda_adamw_update(lark_tensor *p, const lark_tensor *g, lark_tensor *m, lark_tensor *v, lark_tensor *vmax,
+                           const lark_adamw_args *a, double decay, double step_size, double bc2_sqrt);
+int lark_cuda_lerp(lark_tensor *dst, const lark_tensor *src, double weight);
 
 /* lark_cuda_init is called by core/dtype.c (it declares it there, not in a header). */
 int lark_cuda_init(void);

@@ -39,6 +39,46 @@ static void memory_pressure(lua_State *L) {
   }
 }
 
+/* Out of device memory: tensors that only the collector still holds may be what the allocator
+ * needs, so core's caching allocator calls this (lark_set_oom_handler) for a full collection before
+ * it empties its cache and retries. Never re-entrant: an allocation made while this collection
+ * runs finalizers finds in_oom_collect set; one made inside any finalizer gets -1 from lua_gc
+ * (Lua 5.4.4 refuses collections while finalizers run; older 5.4s mark the collector stopped).
+ * Only on the Lua thread, and only while the state lives (a sentinel's __gc unregisters). */
+static lua_State *main_L;
+static bool in_oom_collect;
+
+static void on_oom(void *ud) {
+  lua_State *L = main_L;
+  if (!L || in_oom_collect || !have_lua_thread || !pthread_equal(pthread_self(), lua_thread)) return;
+#if LUA_VERSION_RELEASE_NUM < 50404
+  if (lua_gc(L, LUA_GCISRUNNING) == 0) return;
+#endif
+  in_oom_collect = true;
+  lua_gc(L, LUA_GCCOLLECT);
+  in_oom_collect = false;
+  live_after_collect = lark_bytes_allocated(LARK_CPU) + lark_bytes_allocated(LARK_CUDA);
+}
+
+static int oom_unregister(lua_State *L) {
+  lark_set_oom_handler(NULL, NULL);
+  main_L = NULL;
+  return 0;
+}
+
+static void register_oom_handler(lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD); /* not L: a coroutine may die */
+  main_L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  lua_newuserdatauv(L, 0, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, oom_unregister);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "lark.oom_sentinel");
+  lark_set_oom_handler(on_oom, NULL);
+}
+
 /* ---- helpers -------------------------------------------------------------------------------- */
 
 int lb_error(lua_State *L) {
@@ -264,6 +304,7 @@ int luaopen_lark_core(lua_State *L) {
   lua_thread = pthread_self();
   have_lua_thread = true;
   lark_set_alloc_hook(on_alloc, NULL);
+  register_oom_handler(L);
 
   lua_newtable(L); /* module */
   int mod = lua_gettop(L);

@@ -257,7 +257,115 @@ describe("lark.cuda", function()
 
     it("says which ops it does not have yet", function()
       local g = lark.ones(2, 2):cuda()
-      assert_error_match(function() return -g end, "not implemented for cuda")
+      assert_error_match(function() return g:cumsum(1) end, "cumsum: not implemented for cuda")
+    end)
+
+    -- values that find the corners of each dtype: NaN, infinities, -0, halves (round to even),
+    -- the integer extremes (neg and abs wrap), uint8's top half
+    local function edge_values(dt)
+      if dt == "float32" or dt == "float64" then
+        return {{0 / 0, 1 / 0, -1 / 0, -0.0, 0.5, 1.5}, {2.5, -2.5, -0.5, 3, -7.25, 1e-3},
+                {100, -100, 1e-30, 42.75, -1e10, 0.1}}
+      elseif dt == "int64" then
+        return {{math.mininteger, math.maxinteger, 0, -1}, {1, -3, 3037000500, -5}}
+      elseif dt == "uint8" then
+        return {{0, 1, 127, 128}, {200, 255, 16, 3}}
+      end
+      return {{true, false, true}, {false, false, true}}
+    end
+
+    -- the GPU's result (or error) equals the CPU's: exactly, or within tol for float results
+    local function same_as_cpu(what, gpu_fn, cpu_fn, tol)
+      local okc, rc = pcall(cpu_fn)
+      local okg, rg = pcall(gpu_fn)
+      if not okc then
+        assert.is_false(okg, what .. ": the CPU refuses but the GPU does not")
+        assert.are.equal(tostring(rc), tostring(rg), what)
+        return
+      end
+      assert.is_true(okg, what .. ": " .. tostring(rg))
+      assert.are.equal("cuda:0", rg:device(), what)
+      assert.are.equal(rc:dtype(), rg:dtype(), what)
+      assert.are.same(rc:size(), rg:size(), what)
+      if tol and tol > 0 and (rc:dtype() == "float32" or rc:dtype() == "float64") then
+        assert_near(rg:cpu(), rc, tol)
+      else
+        assert_same(rg:cpu(), rc, what)
+      end
+    end
+
+    it("runs every unary op on every dtype like the CPU", function()
+      local ops = {"neg", "abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "relu", "floor",
+                   "ceil", "round", "sign", "reciprocal", "square", "logical_not"}
+      -- libm functions may differ in the last bits between the CPU and the GPU; the rest is exact
+      local approx = {exp = true, log = true, sin = true, cos = true, tanh = true, sigmoid = true}
+      for _, dt in ipairs(dtypes) do
+        for _, values in ipairs {edge_values(dt), sample(dt, 3, 5)} do
+          local c = lark.tensor(values, {dtype = dt})
+          local g = c:cuda()
+          for _, op in ipairs(ops) do
+            local tol = approx[op] and (c:dtype() == "float64" and 1e-13 or 1e-6) or 0
+            local what = op .. " on " .. dt
+            same_as_cpu(what, function() return g[op](g) end, function() return c[op](c) end, tol)
+            -- a strided view, and in place
+            same_as_cpu(what .. " (transposed)", function() return g:t()[op](g:t()) end,
+              function() return c:t()[op](c:t()) end, tol)
+            -- in place (not for libm functions into an integer tensor: a one-ulp difference of
+            -- exp(20) is a different uint8)
+            if not (approx[op] and dt ~= "float32" and dt ~= "float64") then
+              same_as_cpu(what .. " (in place)", function() local h = g:clone(); h[op .. "_"](h); return h end,
+                function() local h = c:clone(); h[op .. "_"](h); return h end, tol)
+            end
+          end
+        end
+      end
+      -- the unary minus operator is neg
+      assert_same((-lark.tensor({1.5, -2}):cuda()):cpu(), {-1.5, 2})
+    end)
+
+    it("clamps every dtype like the CPU, NaN included", function()
+      local bounds = {{-1, 2}, {-2.5, 3.7}, {nil, 0.5}, {0.5, nil}, {3, -1}, {-1e30, 1e30}, {0 / 0, 1}, {-10, 300},
+                      {130, 140}}
+      for _, dt in ipairs(dtypes) do
+        for _, values in ipairs {edge_values(dt), sample(dt, 3, 5)} do
+          local c = lark.tensor(values, {dtype = dt})
+          local g = c:cuda()
+          for _, b in ipairs(bounds) do
+            local what = string.format("clamp(%s, %s) on %s", tostring(b[1]), tostring(b[2]), dt)
+            same_as_cpu(what, function() return g:clamp(b[1], b[2]) end, function() return c:clamp(b[1], b[2]) end)
+            same_as_cpu(what .. " (transposed, in place)", function() local h = g:clone():t(); h:clamp_(b[1], b[2]); return h end,
+              function() local h = c:clone():t(); h:clamp_(b[1], b[2]); return h end)
+          end
+        end
+      end
+      -- the float rules spelled out: NaN stays, a NaN bound is no bound, hi wins over lo
+      local g = lark.tensor({0 / 0, -5, 5, 0.5}):cuda()
+      assert_same(g:clamp(-1, 1):cpu(), {0 / 0, -1, 1, 0.5})
+      assert_same(g:clamp(0 / 0, 1):cpu(), {0 / 0, -5, 1, 0.5})
+      assert_same(g:clamp(2, 1):cpu(), {0 / 0, 1, 1, 1})
+    end)
+
+    it("selects with where like the CPU, broadcasting every operand", function()
+      for _, dt in ipairs(dtypes) do
+        local a = lark.tensor(sample(dt, 1, 4), {dtype = dt})
+        local b = lark.tensor(sample(dt, 3, 4), {dtype = dt})
+        local cond = lark.tensor({{true}, {false}, {true}})
+        local ga, gb, gc = a:cuda(), b:cuda(), cond:cuda()
+        same_as_cpu("where on " .. dt, function() return lark.where(gc, ga, gb) end,
+          function() return lark.where(cond, a, b) end)
+        -- a full condition, a transposed operand, a number
+        local full = lark.tensor({{true, false, false, true}, {false, true, true, false}, {true, true, false, false}})
+        same_as_cpu("where (full condition) on " .. dt, function() return lark.where(full:cuda(), gb, ga) end,
+          function() return lark.where(full, b, a) end)
+        local bt, gbt = b:t():contiguous():t(), gb:t():contiguous():t() -- column-major views
+        same_as_cpu("where (strided) on " .. dt, function() return lark.where(full:cuda(), gbt, 1) end,
+          function() return lark.where(full, bt, 1) end)
+      end
+      -- mixed dtypes promote, and a uint8 condition works
+      local c8 = lark.tensor({1, 0, 2}, {dtype = "uint8"})
+      local x, y = lark.tensor({1, 2, 3}, {dtype = "int64"}), lark.tensor({0.5, 0.25, 0.125})
+      same_as_cpu("where (uint8 condition, int64 and float32)", function() return lark.where(c8:cuda(), x:cuda(), y:cuda()) end,
+        function() return lark.where(c8, x, y) end)
     end)
 
     it("refuses a device that is not there", function()

@@ -37,6 +37,8 @@
 
 #include "../backend.h"
 #include "dwconv.h"
+#include "dwconv_device.h"
+#include "dwconv_internal.h"
 
 /* ---- parameters and validation -------------------------------------------------------------- */
 
@@ -83,8 +85,7 @@ static int check_tensor(const char *op, const lark_tensor *t, const char *name, 
     return lark_set_error(LARK_ERR_SHAPE, "%s: %s must be %d-D, got shape %s", op, name, ndim,
                           lark_shape_str(t->ndim, t->shape, buf, sizeof buf));
   }
-  lark_device dev = lark_tensor_device(t);
-  if (dev.kind != LARK_CPU) return lark_backend_missing(op, dev);
+  /* no device check: each front function hands tensors off the CPU to dwconv_device.c first */
   return 0;
 }
 
@@ -989,6 +990,8 @@ static int check_grad_out(const char *op, const lark_tensor *grad_out, const int
 
 static lark_tensor *dwconv_forward(const char *op, bool reference, const lark_tensor *input,
                                    const lark_tensor *weight, const lark_tensor *bias, const lark_conv2d_params *p) {
+  if (lark_dwconv2d_on_device(input, weight, bias)) /* a GPU's tensors: the backend's kernels */
+    return lark_dwconv2d_device_forward(op, reference, input, weight, bias, p);
   if (check_tensor(op, input, "input", 4) || check_params(op, p)) return NULL;
   int64_t n = input->shape[0], c = input->shape[1], h = input->shape[2], w = input->shape[3], ho, wo;
   if (check_weight(op, weight, c, p) || check_same_dtype(op, input, "input", weight, "weight") ||
@@ -1040,6 +1043,8 @@ static lark_tensor *dwconv_forward(const char *op, bool reference, const lark_te
 static lark_tensor *dwconv_backward_input(const char *op, bool reference, const lark_tensor *grad_out,
                                           const lark_tensor *weight, const int64_t input_shape[4],
                                           const lark_conv2d_params *p) {
+  if (lark_dwconv2d_on_device(grad_out, weight, NULL))
+    return lark_dwconv2d_device_backward_input(op, reference, grad_out, weight, input_shape, p);
   if (check_tensor(op, grad_out, "grad_out", 4) || check_params(op, p) || check_input_shape(op, input_shape))
     return NULL;
   int64_t n = input_shape[0], c = input_shape[1], h = input_shape[2], w = input_shape[3], ho, wo;
@@ -1089,6 +1094,8 @@ static lark_tensor *dwconv_backward_input(const char *op, bool reference, const 
 
 static lark_tensor *dwconv_backward_weight(const char *op, bool reference, const lark_tensor *grad_out,
                                            const lark_tensor *input, const lark_conv2d_params *p) {
+  if (lark_dwconv2d_on_device(grad_out, input, NULL))
+    return lark_dwconv2d_device_backward_weight(op, reference, grad_out, input, p);
   if (check_tensor(op, grad_out, "grad_out", 4) || check_tensor(op, input, "input", 4) || check_params(op, p) ||
       check_same_dtype(op, input, "input", grad_out, "grad_out"))
     return NULL;
@@ -1188,8 +1195,12 @@ static int check_sum_kernels(const char *op, int nk, const lark_tensor *const we
   return 0;
 }
 
-/* The checks of the passes above, for dwconv_sparse.c: x is the input (input_shape NULL) or the
- * grad_out of an input of input_shape; weights NULL checks the params alone (weight gradients). */
+int lark_dwconv_check_pair(const char *op, const lark_tensor *a, const char *an, const lark_tensor *b, const char *bn) {
+  int rc = check_tensor(op, a, an, 4);
+  if (rc || (rc = check_tensor(op, b, bn, 4))) return rc;
+  return check_same_dtype(op, a, an, b, bn);
+}
+
 int lark_dwconv_check_args(const char *op, const lark_tensor *x, const int64_t input_shape[4], int nk,
                            const lark_tensor *const weights[], const lark_tensor *bias, const lark_conv2d_params p[],
                            int64_t *ho, int64_t *wo) {
@@ -1204,6 +1215,8 @@ int lark_dwconv_check_args(const char *op, const lark_tensor *x, const int64_t i
 static lark_tensor *dwconv_sum_forward(const char *op, bool reference, const lark_tensor *input, int nk,
                                        const lark_tensor *const weights[], const lark_tensor *bias,
                                        const lark_conv2d_params p[]) {
+  if (lark_dwconv2d_sum_on_device(input, nk, weights, bias))
+    return lark_dwconv2d_device_sum_forward(op, reference, input, nk, weights, bias, p);
   if (check_tensor(op, input, "input", 4)) return NULL;
   int64_t n = input->shape[0], c = input->shape[1], h = input->shape[2], w = input->shape[3], ho, wo;
   if (!weights) return (lark_set_error(LARK_ERR_ARG, "%s: weights is NULL", op), NULL);
@@ -1262,6 +1275,8 @@ static lark_tensor *dwconv_sum_forward(const char *op, bool reference, const lar
 static lark_tensor *dwconv_sum_backward_input(const char *op, bool reference, const lark_tensor *grad_out, int nk,
                                               const lark_tensor *const weights[], const int64_t input_shape[4],
                                               const lark_conv2d_params p[]) {
+  if (lark_dwconv2d_sum_on_device(grad_out, nk, weights, NULL))
+    return lark_dwconv2d_device_sum_backward_input(op, reference, grad_out, nk, weights, input_shape, p);
   if (check_tensor(op, grad_out, "grad_out", 4) || check_input_shape(op, input_shape)) return NULL;
   int64_t n = input_shape[0], c = input_shape[1], h = input_shape[2], w = input_shape[3], ho, wo;
   if (!weights) return (lark_set_error(LARK_ERR_ARG, "%s: weights is NULL", op), NULL);

@@ -31,11 +31,9 @@
 
 #include "../backend.h"
 #include "dwconv.h"
+#include "dwconv_internal.h"
 #include "grad.h"
 
-int lark_dwconv_check_args(const char *op, const lark_tensor *x, const int64_t input_shape[4], int nk,
-                           const lark_tensor *const weights[], const lark_tensor *bias, const lark_conv2d_params p[],
-                           int64_t *ho, int64_t *wo); /* dwconv.c */
 
 #define MAX_KERNELS 8 /* as dwconv.c's sums */
 
@@ -687,6 +685,14 @@ static bool use_sparse(int nk, const lark_conv2d_params p[], const frame *f, int
   return frame_taps >= SPARSE_MIN_TAPS && (double)*live < max_density * (double)dense;
 }
 
+/* The masked kernels run on the CPU only: n tensors (NULL ones skipped). */
+static int check_cpu(const char *op, int n, const lark_tensor *const ts[]) {
+  for (int i = 0; i < n; i++)
+    if (ts[i] && ts[i]->storage && lark_tensor_device(ts[i]).kind != LARK_CPU)
+      return lark_backend_missing(op, lark_tensor_device(ts[i]));
+  return 0;
+}
+
 static int check_masks(const char *op, int nk, const lark_tensor *const weights[], const lark_tensor *const masks[],
                        int64_t c, const lark_conv2d_params p[]) {
   if (!masks) return lark_set_error(LARK_ERR_ARG, "%s: masks is NULL (pass NULL entries for dense kernels)", op);
@@ -704,6 +710,11 @@ static lark_tensor *masked_corr(const char *op, bool backward, const lark_tensor
                                 const lark_tensor *bias, const int64_t input_shape[4], const lark_conv2d_params p[]) {
   int64_t ho, wo;
   if (!weights) return (lark_set_error(LARK_ERR_ARG, "%s: weights is NULL", op), NULL);
+  if (nk >= 1 && nk <= MAX_KERNELS) {
+    const lark_tensor *ts[2 * MAX_KERNELS + 2] = {x, bias};
+    for (int k = 0; k < nk; k++) ts[2 + k] = weights[k], ts[2 + nk + k] = masks ? masks[k] : NULL;
+    if (check_cpu(op, 2 + 2 * nk, ts)) return NULL;
+  }
   if (lark_dwconv_check_args(op, x, backward ? input_shape : NULL, nk, weights, bias, p, &ho, &wo)) return NULL;
   const int64_t *in = backward ? input_shape : x->shape;
   int64_t n = in[0], c = in[1], h = in[2], w = in[3];
@@ -762,7 +773,13 @@ static int masked_weight_grads(const char *op, const lark_tensor *grad_out, cons
   int64_t ho, wo;
   if (!grads) return lark_set_error(LARK_ERR_ARG, "%s: grads is NULL", op);
   for (int k = 0; k < nk && k < MAX_KERNELS; k++) grads[k] = NULL;
-  int rc = lark_dwconv_check_args(op, input, NULL, nk, NULL, NULL, p, &ho, &wo);
+  int rc = 0;
+  if (nk >= 1 && nk <= MAX_KERNELS) {
+    const lark_tensor *ts[MAX_KERNELS + 2] = {grad_out, input};
+    for (int k = 0; k < nk; k++) ts[2 + k] = masks ? masks[k] : NULL;
+    if ((rc = check_cpu(op, 2 + nk, ts))) return rc;
+  }
+  rc = lark_dwconv_check_args(op, input, NULL, nk, NULL, NULL, p, &ho, &wo);
   if (rc) return rc;
   const int64_t *in = input->shape;
   int64_t n = in[0], c = in[1], h = in[2], w = in[3];

@@ -22,7 +22,12 @@
  * The fast kernels compute in the tensor's own precision (float32 arithmetic vectorises twice as
  * wide, and it is what PyTorch does); the reference loops beside them compute every element in
  * double, one at a time, with no threads, and are what spec/c/test_optim.c and spec/optim_spec.lua
- * check the fast kernels against. */
+ * check the fast kernels against.
+ *
+ * Tensors on another device go to its backend's sgd_update, adamw_update, lerp and norm_part
+ * (backend.h; cuda/optim.cu computes the fast kernels' formulas there), one call per parameter
+ * after the same checks; the reference loops run on CPU tensors only. Missing state is made on the
+ * parameter's device. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +44,19 @@ static const char *param_name(const char *const *names, int i, char *buf, size_t
   return buf;
 }
 
-/* t is a live, contiguous CPU float tensor; `what` is the role (the parameter, its grad, exp_avg). */
+/* Whether op ("sgd_step", "adamw_step") runs on dev: always on the CPU, elsewhere when the backend
+ * has the update. */
+static bool has_update(const char *op, lark_device dev) {
+  if (dev.kind == LARK_CPU) return true;
+  const lark_backend *be = lark_backend_for(dev);
+  if (!be) return false;
+  if (strcmp(op, "sgd_step") == 0) return be->sgd_update != NULL;
+  if (strcmp(op, "adamw_step") == 0) return be->adamw_update != NULL;
+  return false;
+}
+
+/* t is a live, contiguous float tensor on a device that has op; `what` is the role (the parameter,
+ * its grad, exp_avg). */
 static int check_float_tensor(const char *op, const char *pname, const lark_tensor *t, const char *what) {
   char buf[32];
   if (!t) return lark_set_error(LARK_ERR_ARG, "%s: %s: %s is missing", op, pname, what);
@@ -47,7 +64,7 @@ static int check_float_tensor(const char *op, const char *pname, const lark_tens
   if (t->dtype != LARK_FLOAT32 && t->dtype != LARK_FLOAT64)
     return lark_set_error(LARK_ERR_DTYPE, "%s: %s: %s is %s (expected float32 or float64)", op, pname, what,
                           lark_dtype_name(t->dtype));
-  if (lark_tensor_device(t).kind != LARK_CPU) /* the CUDA kernels are a later task */
+  if (!has_update(op, lark_tensor_device(t)))
     return lark_set_error(LARK_ERR_UNIMPL, "%s: not implemented for %s (%s: %s)", op,
                           lark_device_str(lark_tensor_device(t), buf, sizeof buf), pname, what);
   if (!lark_is_contiguous(t))
@@ -68,7 +85,7 @@ static int check_device(const char *op, const char *pname, const lark_tensor *p,
   return 0;
 }
 
-/* other is usable beside parameter p: a float CPU tensor of p's shape and dtype, and contiguous
+/* other is usable beside parameter p: a float tensor of p's shape and dtype, and contiguous
  * when it is written (state) rather than only read (a grad, which is read through a copy). */
 static int check_like(const char *op, const char *pname, const lark_tensor *p, const lark_tensor *other,
                       const char *what, bool written) {
@@ -99,7 +116,8 @@ static int fill_missing_state(const char *op, int n, lark_tensor *const *params,
   for (int i = 0; i < n; i++) {
     made[i] = false;
     if (state[i]) continue;
-    state[i] = lark_zeros(params[i]->ndim, params[i]->shape, params[i]->dtype, NULL);
+    lark_device dev = lark_tensor_device(params[i]);
+    state[i] = lark_zeros(params[i]->ndim, params[i]->shape, params[i]->dtype, &dev);
     if (!state[i]) {
       for (int j = 0; j < i; j++)
         if (made[j]) {
@@ -138,6 +156,15 @@ static int contiguous_grads(int n, lark_tensor *const *params, lark_tensor *cons
 
 static void release_all(int n, lark_tensor **ts) {
   for (int i = 0; i < n; i++) lark_tensor_release(ts[i]);
+}
+
+/* The reference loops read and write memory on the host: they take CPU tensors only. */
+static int check_reference_cpu(const char *op, const char *pname, const lark_tensor *t, bool reference) {
+  char buf[32];
+  if (reference && lark_tensor_device(t).kind != LARK_CPU)
+    return lark_set_error(LARK_ERR_UNIMPL, "%s: %s: the reference loop runs on CPU tensors only, not on %s", op,
+                          pname, lark_device_str(lark_tensor_device(t), buf, sizeof buf));
+  return 0;
 }
 
 /* Scratch arrays of n pointers and n flags, one allocation. */
@@ -271,7 +298,8 @@ static int sgd_common(int n, lark_tensor *const *params, lark_tensor *const *gra
         check_device(op, pname, params[i], b, "its momentum_buffer") ||
         check_float_tensor(op, pname, params[i], "the parameter") || lark_check_writable(op, params[i], pname) ||
         check_like(op, pname, params[i], grads[i], "its grad", false) ||
-        (b && check_like(op, pname, params[i], b, "its momentum_buffer", true)))
+        (b && check_like(op, pname, params[i], b, "its momentum_buffer", true)) ||
+        check_reference_cpu(op, pname, params[i], reference))
       return lark_error_code();
   }
   scratch s = {0};
@@ -290,7 +318,17 @@ static int sgd_common(int n, lark_tensor *const *params, lark_tensor *const *gra
     int64_t ne = lark_numel(p);
     bool f64 = p->dtype == LARK_FLOAT64, first = use_buf && s.made1[i];
     void *bp = b ? lark_data_ptr(b) : NULL;
-    if (reference)
+    lark_device dev = lark_tensor_device(p);
+    if (dev.kind != LARK_CPU) {
+      /* a device failure here is a broken device: the state made by this call is dropped again
+       * (the caller never sees it), the parameters already updated stay updated */
+      if (lark_backend_for(dev)->sgd_update(p, s.grads[i], b, a, first)) {
+        release_all(n, s.grads);
+        if (use_buf) undo_missing_state(n, bufs, s.made1);
+        scratch_free(&s);
+        return lark_error_code();
+      }
+    } else if (reference)
       sgd_kernel_reference(lark_data_ptr(p), lark_data_ptr(s.grads[i]), bp, ne, a, first, f64);
     else if (f64) {
       double *pp = lark_data_ptr(p), *bb = bp;
@@ -424,7 +462,8 @@ static int adamw_common(int n, lark_tensor *const *params, lark_tensor *const *g
         check_like(op, pname, params[i], grads[i], "its grad", false) ||
         (exp_avg[i] && check_like(op, pname, params[i], exp_avg[i], "its exp_avg", true)) ||
         (exp_avg_sq[i] && check_like(op, pname, params[i], exp_avg_sq[i], "its exp_avg_sq", true)) ||
-        (w && check_like(op, pname, params[i], w, "its max_exp_avg_sq", true)))
+        (w && check_like(op, pname, params[i], w, "its max_exp_avg_sq", true)) ||
+        check_reference_cpu(op, pname, params[i], reference))
       return lark_error_code();
     if (steps[i] < 1)
       return lark_set_error(LARK_ERR_ARG, "%s: %s: step %lld (expected the count of this update, >= 1)", op, pname,
@@ -455,7 +494,20 @@ static int adamw_common(int n, lark_tensor *const *params, lark_tensor *const *g
     void *pp = lark_data_ptr(p), *mp = lark_data_ptr(exp_avg[i]), *vp = lark_data_ptr(exp_avg_sq[i]);
     void *wp = a->amsgrad ? lark_data_ptr(max_exp_avg_sq[i]) : NULL;
     const void *gp = lark_data_ptr(s.grads[i]);
-    if (reference) adamw_kernel_reference(pp, gp, mp, vp, wp, ne, a, c, f64);
+    lark_device dev = lark_tensor_device(p);
+    if (dev.kind != LARK_CPU) {
+      /* as in SGD: a device failure drops the state made by this call */
+      if (lark_backend_for(dev)->adamw_update(p, s.grads[i], exp_avg[i], exp_avg_sq[i],
+                                              a->amsgrad ? max_exp_avg_sq[i] : NULL, a, c.decay, c.step_size,
+                                              c.bc2_sqrt)) {
+        release_all(n, s.grads);
+        undo_missing_state(n, exp_avg, s.made1);
+        undo_missing_state(n, exp_avg_sq, s.made2);
+        if (a->amsgrad) undo_missing_state(n, max_exp_avg_sq, s.made3);
+        scratch_free(&s);
+        return lark_error_code();
+      }
+    } else if (reference) adamw_kernel_reference(pp, gp, mp, vp, wp, ne, a, c, f64);
     else if (f64) {
       double *P = pp, *Mm = mp, *V = vp, *W = wp;
       const double *G = gp;
@@ -524,7 +576,12 @@ static int lerp_common(int n, lark_tensor *const *dst, lark_tensor *const *src, 
       return lark_set_error(LARK_ERR_DEVICE, "%s: %s: the source is on %s but the destination on %s", op, pname,
                             lark_device_str(lark_tensor_device(s), a, sizeof a),
                             lark_device_str(lark_tensor_device(d), b, sizeof b));
-    if (lark_tensor_device(d).kind != LARK_CPU) return lark_backend_missing(op, lark_tensor_device(d));
+    lark_device dev = lark_tensor_device(d);
+    if (dev.kind != LARK_CPU && lark_dtype_is_float(d->dtype)) { /* integer entries are copied: any backend */
+      const lark_backend *be = lark_backend_for(dev);
+      if (!be || !be->lerp) return lark_backend_missing(op, dev);
+      if (check_reference_cpu(op, pname, d, reference)) return lark_error_code();
+    }
     if (d->ndim != s->ndim || memcmp(d->shape, s->shape, sizeof(int64_t) * (size_t)d->ndim))
       return lark_set_error(LARK_ERR_SHAPE, "%s: %s: the source has shape %s but the destination %s", op, pname,
                             lark_shape_str(s->ndim, s->shape, a, sizeof a), lark_shape_str(d->ndim, d->shape, b, sizeof b));
@@ -545,6 +602,14 @@ static int lerp_common(int n, lark_tensor *const *dst, lark_tensor *const *src, 
     if (!s) return lark_error_code();
     int64_t ne = lark_numel(d);
     bool f64 = d->dtype == LARK_FLOAT64;
+    lark_device dev = lark_tensor_device(d);
+    if (dev.kind != LARK_CPU) {
+      int rc = lark_backend_for(dev)->lerp(d, s, weight);
+      lark_tensor_release(s);
+      if (rc) return rc;
+      lark_bump_version(d);
+      continue;
+    }
     if (reference) lerp_kernel_reference(lark_data_ptr(d), lark_data_ptr(s), ne, weight, f64);
     else if (f64) {
       double *D = lark_data_ptr(d);
@@ -616,7 +681,9 @@ int lark_total_norm(int n, lark_tensor *const *ts, double p, double *out) {
     snprintf(pname, sizeof pname, "tensor %d", i);
     if (!t) return lark_set_error(LARK_ERR_ARG, "%s: %s is missing", op, pname);
     if (!t->storage) return lark_set_error(LARK_ERR_ARG, "%s: %s was freed", op, pname);
-    if (lark_tensor_device(t).kind != LARK_CPU) return lark_backend_missing(op, lark_tensor_device(t));
+    lark_device dev = lark_tensor_device(t);
+    const lark_backend *be = dev.kind != LARK_CPU ? lark_backend_for(dev) : NULL;
+    if (dev.kind != LARK_CPU && (!be || !be->norm_part)) return lark_backend_missing(op, dev);
     if (!lark_dtype_is_float(t->dtype))
       return lark_set_error(LARK_ERR_DTYPE, "%s: %s is %s (expected float32 or float64)", op, pname,
                             lark_dtype_name(t->dtype));
@@ -624,7 +691,17 @@ int lark_total_norm(int n, lark_tensor *const *ts, double p, double *out) {
   for (int i = 0; i < n; i++) {
     lark_tensor *c = lark_contiguous(ts[i]);
     if (!c) return lark_error_code();
-    double part = norm_part(lark_data_ptr(c), lark_numel(c), p, c->dtype == LARK_FLOAT64);
+    double part;
+    lark_device dev = lark_tensor_device(c);
+    if (dev.kind != LARK_CPU) {
+      int rc = lark_backend_for(dev)->norm_part(c, p, &part);
+      if (rc) {
+        lark_tensor_release(c);
+        return rc;
+      }
+    } else {
+      part = norm_part(lark_data_ptr(c), lark_numel(c), p, c->dtype == LARK_FLOAT64);
+    }
     lark_tensor_release(c);
     if (part != part) nan_seen = true;
     if (isinf(p)) acc = part > acc ? part : acc;

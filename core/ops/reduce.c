@@ -2,8 +2,9 @@
  * max/min along one dim with their indices, and argmax/argmin.
  *
  * Front functions check the op, the dims (0-based, negative from the end, no duplicates), the
- * dtype and the device, allocate the result and call the CPU kernel below. The backend table has
- * no `reduce` field yet (backend.h belongs to the lead), so other devices get
+ * dtype and the device, allocate the result and call the CPU kernel below, or, for a tensor on
+ * another device, its backend's `reduce` with the same geometry the CPU kernel plans (kept dims,
+ * reduced dims, coalesced: lark_reduce_geom in backend.h); a backend without one gives
  * lark_backend_missing().
  *
  * The CPU kernel
@@ -734,6 +735,39 @@ static int cpu_reduce(lark_reduce_op op, const lark_tensor *t, const bool *reduc
   return rc;
 }
 
+/* ---- other devices ------------------------------------------------------------------------------ */
+
+/* Whether t's device can reduce: the CPU always, another device when its backend has `reduce`. */
+static bool reduce_supported(lark_device dev) {
+  if (dev.kind == LARK_CPU) return true;
+  const lark_backend *be = lark_backend_for(dev);
+  return be && be->reduce;
+}
+
+/* The CPU kernel for CPU tensors; otherwise the backend's `reduce` on the geometry the CPU plan
+ * would use (reduced dims in order when indices are wanted, else sorted by stride). */
+static int device_reduce(lark_reduce_op op, const lark_tensor *t, const bool *reduced, const lark_reduce_args *args,
+                         lark_tensor *out, lark_tensor *out_idx) {
+  lark_device dev = lark_tensor_device(t);
+  if (dev.kind == LARK_CPU) return cpu_reduce(op, t, reduced, args, out, out_idx);
+  const lark_backend *be = lark_backend_for(dev);
+  if (!be || !be->reduce) return lark_backend_missing(reduce_names[op], dev);
+  rplan P;
+  memset(&P, 0, sizeof P);
+  plan_geometry(&P, t, reduced, out_idx == NULL);
+  lark_reduce_geom g;
+  memset(&g, 0, sizeof g);
+  g.nk = P.nk;
+  g.nr = P.nr;
+  memcpy(g.kshape, P.kshape, sizeof g.kshape);
+  memcpy(g.kstride, P.kstride, sizeof g.kstride);
+  memcpy(g.rshape, P.rshape, sizeof g.rshape);
+  memcpy(g.rstride, P.rstride, sizeof g.rstride);
+  g.nout = P.nout;
+  g.nred = P.nred;
+  return be->reduce(op, t, &g, args, out, out_idx);
+}
+
 /* ---- front functions -------------------------------------------------------------------------- */
 
 static int check_input(const char *name, const lark_tensor *t) {
@@ -809,14 +843,14 @@ lark_tensor *lark_reduce(lark_reduce_op op, const lark_tensor *t, const lark_red
   else if ((op == LARK_RED_SUM || op == LARK_RED_PROD) && !is_float) out_dt = LARK_INT64; /* as PyTorch */
 
   lark_device dev = lark_tensor_device(t);
-  if (dev.kind != LARK_CPU) { /* no `reduce` field in lark_backend yet */
+  if (!reduce_supported(dev)) {
     lark_backend_missing(name, dev);
     return NULL;
   }
   int64_t shape[LARK_MAX_DIMS];
   int nd = reduced_shape(t, reduced, args.keepdim, shape);
   lark_tensor *out = lark_empty(nd, shape, out_dt, &dev);
-  if (out && cpu_reduce(op, t, reduced, &args, out, NULL)) {
+  if (out && device_reduce(op, t, reduced, &args, out, NULL)) {
     lark_tensor_release(out);
     return NULL;
   }
@@ -843,13 +877,13 @@ static int minmax_index(lark_reduce_op op, const char *name, const lark_tensor *
   if (parse_dims(name, t, dim == LARK_ALL_DIMS ? 0 : 1, &dim, reduced)) return lark_error_code();
   if (check_nonempty(name, t, reduced)) return lark_error_code();
   lark_device dev = lark_tensor_device(t);
-  if (dev.kind != LARK_CPU) return lark_backend_missing(name, dev);
+  if (!reduce_supported(dev)) return lark_backend_missing(name, dev);
   int64_t shape[LARK_MAX_DIMS];
   int nd = reduced_shape(t, reduced, keepdim, shape);
   lark_tensor *v = values ? lark_empty(nd, shape, t->dtype, &dev) : NULL;
   lark_tensor *ix = !values || v ? lark_empty(nd, shape, LARK_INT64, &dev) : NULL;
   lark_reduce_args args = {.ndims = 0, .keepdim = keepdim, .unbiased = false, .p = 0};
-  int rc = ix ? cpu_reduce(op, t, reduced, &args, v, ix) : lark_error_code();
+  int rc = ix ? device_reduce(op, t, reduced, &args, v, ix) : lark_error_code();
   if (rc) {
     lark_tensor_release(v);
     lark_tensor_release(ix);
