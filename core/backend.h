@@ -120,11 +120,127 @@ typedef struct lark_backend {
    * Deterministic: the same inputs give the same bits on every run. */
   int (*dwconv_backward_weight)(lark_tensor *grad_w, const lark_tensor *grad_out, const lark_tensor *input,
                                 const lark_conv2d_params *p, unsigned flags);
+
+  /* ---- indexing, sorting, running sums (gpuidx: core/ops/index.c, core/ops/sort.c) -----------------
+   * The CPU runs those files' own kernels, so lark_cpu_backend leaves these NULL; the front functions
+   * send only non-CPU tensors here, after every check, with 0-d tensors viewed as 1-D (ndim >= 1
+   * wherever a dim is named). Index tensors are int64, 0-based. */
+  /* *bad = the row-major position of the first element of index (any strides, not empty) outside
+   * [0, size), or -1 when there is none; *bad_value = that element. */
+  int (*index_check)(const lark_tensor *index, int64_t size, int64_t *bad, int64_t *bad_value);
+  /* out (contiguous) = t picked along dim: out[c] = t[c with index[c] in place of c_dim] for every
+   * coordinate c of out. index (checked) has out's shape and any strides (index_select passes its
+   * 1-D index expanded along the other dims); t has out's ndim and dtype, any strides, and is at
+   * least as large as out in every dim but dim. */
+  int (*gather)(lark_tensor *out, const lark_tensor *t, int dim, const lark_tensor *index);
+  /* t[c with index[c] in place of c_dim] += src[c] for every coordinate c of index (checked), each
+   * destination summed in increasing position along dim, as index.c's CPU kernel does (so float
+   * sums have its bits). t any strides but not expanded; src of t's dtype and ndim, at least as
+   * large as index; neither shares memory with t. int64 and uint8 wrap, bool adds are ORs. */
+  int (*scatter_add)(lark_tensor *t, int dim, const lark_tensor *index, const lark_tensor *src);
+  /* t[c] = value (converted as fill converts it) wherever mask[c] (bool or uint8, expanded to t's
+   * shape, not sharing memory with t); t any strides. */
+  int (*masked_fill)(lark_tensor *t, const lark_tensor *mask, double value);
+  /* *out = a new 1-D tensor on t's device holding the elements of t where mask is set, in row-major
+   * order; t and mask (bool or uint8) of one shape, any strides (expanded included). */
+  int (*masked_select)(const lark_tensor *t, const lark_tensor *mask, lark_tensor **out);
+  /* *out = a new (nnz, ndim) int64 tensor on t's device: the coordinates of t's non-zero elements
+   * (NaN counts as non-zero) in row-major order; t any dtype, strides and ndim (0-d: (nnz, 0)). */
+  int (*nonzero)(const lark_tensor *t, lark_tensor **out);
+  /* values and indices (int64) contiguous, t's shape with k along dim = the first k of each line of
+   * t along dim in sort.c's order (NaN above every number, -0 equal to +0; desc reverses the values'
+   * order, ties always by increasing position), kept in that order (sorted) or by position
+   * (!sorted). t any dtype and strides, not empty; 0 < k <= t->shape[dim]. */
+  int (*topk)(const lark_tensor *t, int dim, int64_t k, bool desc, bool sorted, lark_tensor *values,
+              lark_tensor *indices);
+  /* out (contiguous, t's shape; t's dtype for floats, int64 otherwise) = the running sums of t (any
+   * strides, not empty) along dim, accumulated in float64 (floats) or wrapping int64, as sort.c. */
+  int (*cumsum)(lark_tensor *out, const lark_tensor *t, int dim);
+  /* ---- end of gpuidx's fields ---- */
+
+  /* ---- dense 2-D convolution and pooling on a device (core/ops/conv.c, core/ops/pool.c) ----------
+   * The CPU runs those files' own loops, so lark_cpu_backend leaves these NULL. conv.c runs a dense or
+   * grouped convolution on a device as it does on the CPU: these two fields move receptive fields
+   * between a map and its column matrix, the gemm field does the products. x and col are contiguous,
+   * of one float dtype, on one device; x is (nb, C, H, W) (a chunk of the batch); Ho and Wo are
+   * lark_conv2d_output_size(H, W, p) (both >= 1). Row r = (c*kh + i)*kw + j, column q = oh*Wo + ow of
+   * sample s's matrix is x[s, c, oh*stride_h - pad_top + i*dil_h, ow*stride_w - pad_left + j*dil_w],
+   * zero where that lies outside the map. */
+  /* col (nb, C*kh*kw, Ho*Wo), or (C*kh*kw, nb, Ho*Wo) with LARK_IM2COL_TAP_MAJOR = im2col(x). */
+  int (*im2col)(lark_tensor *col, const lark_tensor *x, const lark_conv2d_params *p, unsigned flags);
+  /* x (nb, C, H, W) = for each element, the sum of the entries of col (nb, C*kh*kw, Ho*Wo) that
+   * im2col copies it to, added in increasing row order (zero where none does); every element is
+   * written, deterministically (no atomics). */
+  int (*col2im)(lark_tensor *x, const lark_tensor *col, const lark_conv2d_params *p);
+  /* Pooling over planes: x (..., H, W) and out (..., Ho, Wo) contiguous, of one float dtype, the
+   * leading dims (the planes) equal, Ho and Wo as pool.c computes them from a, H, W > 0, out not
+   * empty. Each kernel follows pool.c's loops exactly (same windows, same order of additions, float64
+   * window sums), so the results equal the CPU's. */
+  /* out = the window means: a's windows over the zero-padded map divided by kh*kw
+   * (count_include_pad), or with adaptive PyTorch's adaptive windows (a unused). */
+  int (*avg_pool_forward)(lark_tensor *out, const lark_tensor *x, const lark_pool2d_args *a, bool adaptive);
+  /* gin (..., H, W) = the gradient of avg_pool_forward for gout (..., Ho, Wo); every element written. */
+  int (*avg_pool_backward)(lark_tensor *gin, const lark_tensor *gout, const lark_pool2d_args *a, bool adaptive);
+  /* out and idx (int64, out's shape) = the maximum of each window (padding ignored, NaN wins) and the
+   * in-plane position ih*W + iw of its first occurrence in row-major window order. */
+  int (*max_pool_forward)(lark_tensor *out, lark_tensor *idx, const lark_tensor *x, const lark_pool2d_args *a);
+  /* gin (..., H, W) = the sum of gout (..., Ho, Wo) over the windows of a whose idx names each
+   * element (idx from max_pool_forward with the same a); every element written. */
+  int (*max_pool_backward)(lark_tensor *gin, const lark_tensor *gout, const lark_tensor *idx,
+                           const lark_pool2d_args *a);
+
+  /* ---- norms, softmax, losses, GELU (gpunorm: core/ops/norm.c, softmax.c, activation.c) -----------
+   * The CPU runs those files' own kernels (these stay NULL in lark_cpu_backend); the front functions
+   * send non-CPU tensors here after every check, with contiguous tensors on one device: x, y, g, dx
+   * of one float dtype (float32 or float64), per-channel w, b, dw, db (C) of that dtype (w, b NULL
+   * when absent; dx, dw, db NULL when not wanted), and float64 statistics mean, var, rstd. Shapes
+   * are given as (outer, C or D, inner) blocks and any of them may be 0. The formulas are the ones
+   * at the top of each core file, with float64 sums as on the CPU. */
+  /* Layer norm over dim 1 of x (outer, C, inner): y, and mean and rstd (outer * inner). */
+  int (*layer_norm_forward)(lark_tensor *y, const lark_tensor *x, const lark_tensor *w, const lark_tensor *b,
+                            lark_tensor *mean, lark_tensor *rstd, int64_t outer, int64_t C, int64_t inner, double eps);
+  /* Its gradients for g (outer, C, inner), from the saved x, w, mean and rstd. */
+  int (*layer_norm_backward)(lark_tensor *dx, lark_tensor *dw, lark_tensor *db, const lark_tensor *g,
+                             const lark_tensor *x, const lark_tensor *w, const lark_tensor *mean,
+                             const lark_tensor *rstd, int64_t outer, int64_t C, int64_t inner);
+  /* Batch norm of x (outer, C, inner) per channel. training: mean and var (C) = the batch's mean and
+   * biased variance over (o, i); else mean and var hold the statistics to use. Then rstd (C) =
+   * 1 / sqrt(var + eps) and y = x * scale + shift, scale = rstd * w, shift = b - mean * scale. */
+  int (*batch_norm_forward)(lark_tensor *y, const lark_tensor *x, const lark_tensor *w, const lark_tensor *b,
+                            lark_tensor *mean, lark_tensor *var, lark_tensor *rstd, int64_t outer, int64_t C,
+                            int64_t inner, double eps, bool training);
+  /* Its gradients; batch_stats: mean and rstd were the batch's (training), else constants (eval). */
+  int (*batch_norm_backward)(lark_tensor *dx, lark_tensor *dw, lark_tensor *db, const lark_tensor *g,
+                             const lark_tensor *x, const lark_tensor *w, const lark_tensor *mean,
+                             const lark_tensor *rstd, int64_t outer, int64_t C, int64_t inner, bool batch_stats);
+  /* y = softmax (log_softmax when log) of x (outer, D, inner) along D. */
+  int (*softmax_forward)(lark_tensor *y, const lark_tensor *x, int64_t outer, int64_t D, int64_t inner, bool log);
+  /* dx from g and the saved output y, all (outer, D, inner). */
+  int (*softmax_backward)(lark_tensor *dx, const lark_tensor *g, const lark_tensor *y, int64_t outer, int64_t D,
+                          int64_t inner, bool log);
+  /* loss (N) float64 = each row's loss from log-probabilities logp (N, C) and either target_index
+   * (N) int64 or target_prob (N, C) (the other NULL), label smoothing as softmax.c. *bad = the first
+   * n whose class is outside [0, C), its value in *bad_value, or -1 when all are valid (loss is
+   * meaningless otherwise). */
+  int (*loss_rows)(lark_tensor *loss, const lark_tensor *logp, const lark_tensor *target_index,
+                   const lark_tensor *target_prob, double smoothing, int64_t *bad, int64_t *bad_value);
+  /* dz (N, C): d loss / d logits (through_softmax) or d loss / d logp, and dq (N, C): d loss /
+   * d target_prob, either NULL when not wanted; row n's gradient is g[n * g_step] / g_div (g
+   * float64: (N) with step 1 for no reduction, one value with step 0 and g_div N for 'mean'). */
+  int (*loss_backward)(lark_tensor *dz, lark_tensor *dq, const lark_tensor *g, int64_t g_step, double g_div,
+                       const lark_tensor *logp, const lark_tensor *target_index, const lark_tensor *target_prob,
+                       double smoothing, bool through_softmax);
+  /* y = gelu(x) and dx = g * gelu'(x) (the exact GELU), one shape. */
+  int (*gelu_forward)(lark_tensor *y, const lark_tensor *x);
+  int (*gelu_backward)(lark_tensor *dx, const lark_tensor *g, const lark_tensor *x);
+  /* ---- end of gpunorm's fields ---- */
 } lark_backend;
 
 /* flags of the dwconv fields */
 #define LARK_DWCONV_REFERENCE 1u  /* the plain kernel, for tests */
 #define LARK_DWCONV_ACCUMULATE 2u /* out += result */
+/* flag of the im2col field */
+#define LARK_IM2COL_TAP_MAJOR 1u  /* col (C*kh*kw, nb, Ho*Wo): one row per tap across the chunk */
 
 /* The backend that owns memory of this device kind (never NULL for LARK_CPU). */
 const lark_backend *lark_backend_for(lark_device dev);

@@ -337,6 +337,23 @@ static void fill_table(void) {
   cuda_backend.dwconv_forward = lark_cuda_dwconv_forward;
   cuda_backend.dwconv_backward_input = lark_cuda_dwconv_backward_input;
   cuda_backend.dwconv_backward_weight = lark_cuda_dwconv_backward_weight;
+  /* gpuidx: indexing, sorting, running sums (index.cu, sort.cu) */
+  cuda_backend.index_check = lark_cuda_index_check;
+  cuda_backend.gather = lark_cuda_gather;
+  cuda_backend.scatter_add = lark_cuda_scatter_add;
+  cuda_backend.masked_fill = lark_cuda_masked_fill;
+  cuda_backend.masked_select = lark_cuda_masked_select;
+  cuda_backend.nonzero = lark_cuda_nonzero;
+  cuda_backend.topk = lark_cuda_topk;
+  cuda_backend.cumsum = lark_cuda_cumsum;
+  /* end of gpuidx's assignments */
+  /* dense convolution's im2col/col2im and pooling (conv.cu, pool.cu) */
+  cuda_backend.im2col = lark_cuda_im2col;
+  cuda_backend.col2im = lark_cuda_col2im;
+  cuda_backend.avg_pool_forward = lark_cuda_avg_pool_forward;
+  cuda_backend.avg_pool_backward = lark_cuda_avg_pool_backward;
+  cuda_backend.max_pool_forward = lark_cuda_max_pool_forward;
+  cuda_backend.max_pool_backward = lark_cuda_max_pool_backward;
   /* reductions, random fills, optimizer updates (reduce.cu, random.cu, optim.cu) */
   cuda_backend.reduce = lark_cuda_reduce;
   cuda_backend.random_fill = lark_cuda_random_fill;
@@ -348,4 +365,16 @@ static void fill_table(void) {
   cuda_backend.unary = lark_cuda_unary; /* elementwise.cu */
   cuda_backend.clamp = lark_cuda_clamp;
   cuda_backend.where = lark_cuda_where;
+  /* gpunorm: norms, softmax, losses, GELU (norm.cu, softmax.cu, activation.cu) */
+  cuda_backend.layer_norm_forward = lark_cuda_layer_norm_forward;
+  cuda_backend.layer_norm_backward = lark_cuda_layer_norm_backward;
+  cuda_backend.batch_norm_forward = lark_cuda_batch_norm_forward;
+  cuda_backend.batch_norm_backward = lark_cuda_batch_norm_backward;
+  cuda_backend.softmax_forward = lark_cuda_softmax_forward;
+  cuda_backend.softmax_backward = lark_cuda_softmax_backward;
+  cuda_backend.loss_rows = lark_cuda_loss_rows;
+  cuda_backend.loss_backward = lark_cuda_loss_backward;
+  cuda_backend.gelu_forward = lark_cuda_gelu_forward;
+  cuda_backend.gelu_backward = lark_cuda_gelu_backward;
+  /* end of gpunorm's fields */
 }

@@ -58,6 +58,25 @@ int lark_cuda_dwconv_backward_input(lark_tensor *grad_in, const lark_tensor *gra
                                     const lark_conv2d_params *p, unsigned flags);
 int lark_cuda_dwconv_backward_weight(lark_tensor *grad_w, const lark_tensor *grad_out, const lark_tensor *input,
                                      const lark_conv2d_params *p, unsigned flags);
+/* gpuidx: index.cu (index checks, gather, scatter_add, masked ops, nonzero), sort.cu (topk, cumsum) */
+int lark_cuda_index_check(const lark_tensor *index, int64_t size, int64_t *bad, int64_t *bad_value);
+int lark_cuda_gather(lark_tensor *out, const lark_tensor *t, int dim, const lark_tensor *index);
+int lark_cuda_scatter_add(lark_tensor *t, int dim, const lark_tensor *index, const lark_tensor *src);
+int lark_cuda_masked_fill(lark_tensor *t, const lark_tensor *mask, double value);
+int lark_cuda_masked_select(const lark_tensor *t, const lark_tensor *mask, lark_tensor **out);
+int lark_cuda_nonzero(const lark_tensor *t, lark_tensor **out);
+int lark_cuda_topk(const lark_tensor *t, int dim, int64_t k, bool desc, bool sorted, lark_tensor *values,
+                   lark_tensor *indices);
+int lark_cuda_cumsum(lark_tensor *out, const lark_tensor *t, int dim);
+/* end of gpuidx's declarations */
+/* conv.cu (im2col/col2im of the dense and grouped convolution), pool.cu (pooling) */
+int lark_cuda_im2col(lark_tensor *col, const lark_tensor *x, const lark_conv2d_params *p, unsigned flags);
+int lark_cuda_col2im(lark_tensor *x, const lark_tensor *col, const lark_conv2d_params *p);
+int lark_cuda_avg_pool_forward(lark_tensor *out, const lark_tensor *x, const lark_pool2d_args *a, bool adaptive);
+int lark_cuda_avg_pool_backward(lark_tensor *gin, const lark_tensor *gout, const lark_pool2d_args *a, bool adaptive);
+int lark_cuda_max_pool_forward(lark_tensor *out, lark_tensor *idx, const lark_tensor *x, const lark_pool2d_args *a);
+int lark_cuda_max_pool_backward(lark_tensor *gin, const lark_tensor *gout, const lark_tensor *idx,
+                                const lark_pool2d_args *a);
 /* reduce.cu (reductions; norm_part is optim.c's total_norm), random.cu, optim.cu */
 int lark_cuda_reduce(lark_reduce_op op, const lark_tensor *t, const lark_reduce_geom *g, const lark_reduce_args *args,
                      lark_tensor *out, lark_tensor *out_idx);
@@ -69,6 +88,30 @@ int lark_cuda_sgd_update(lark_tensor *p, const lark_tensor *g, lark_tensor *buf,
 int lark_cuda_adamw_update(lark_tensor *p, const lark_tensor *g, lark_tensor *m, lark_tensor *v, lark_tensor *vmax,
                            const lark_adamw_args *a, double decay, double step_size, double bc2_sqrt);
 int lark_cuda_lerp(lark_tensor *dst, const lark_tensor *src, double weight);
+/* gpunorm: norm.cu, softmax.cu, activation.cu (contracts in core/backend.h) */
+int lark_cuda_layer_norm_forward(lark_tensor *y, const lark_tensor *x, const lark_tensor *w, const lark_tensor *b,
+                                 lark_tensor *mean, lark_tensor *rstd, int64_t outer, int64_t C, int64_t inner,
+                                 double eps);
+int lark_cuda_layer_norm_backward(lark_tensor *dx, lark_tensor *dw, lark_tensor *db, const lark_tensor *g,
+                                  const lark_tensor *x, const lark_tensor *w, const lark_tensor *mean,
+                                  const lark_tensor *rstd, int64_t outer, int64_t C, int64_t inner);
+int lark_cuda_batch_norm_forward(lark_tensor *y, const lark_tensor *x, const lark_tensor *w, const lark_tensor *b,
+                                 lark_tensor *mean, lark_tensor *var, lark_tensor *rstd, int64_t outer, int64_t C,
+                                 int64_t inner, double eps, bool training);
+int lark_cuda_batch_norm_backward(lark_tensor *dx, lark_tensor *dw, lark_tensor *db, const lark_tensor *g,
+                                  const lark_tensor *x, const lark_tensor *w, const lark_tensor *mean,
+                                  const lark_tensor *rstd, int64_t outer, int64_t C, int64_t inner, bool batch_stats);
+int lark_cuda_softmax_forward(lark_tensor *y, const lark_tensor *x, int64_t outer, int64_t D, int64_t inner, bool log);
+int lark_cuda_softmax_backward(lark_tensor *dx, const lark_tensor *g, const lark_tensor *y, int64_t outer, int64_t D,
+                               int64_t inner, bool log);
+int lark_cuda_loss_rows(lark_tensor *loss, const lark_tensor *logp, const lark_tensor *target_index,
+                        const lark_tensor *target_prob, double smoothing, int64_t *bad, int64_t *bad_value);
+int lark_cuda_loss_backward(lark_tensor *dz, lark_tensor *dq, const lark_tensor *g, int64_t g_step, double g_div,
+                            const lark_tensor *logp, const lark_tensor *target_index, const lark_tensor *target_prob,
+                            double smoothing, bool through_softmax);
+int lark_cuda_gelu_forward(lark_tensor *y, const lark_tensor *x);
+int lark_cuda_gelu_backward(lark_tensor *dx, const lark_tensor *g, const lark_tensor *x);
+/* end of gpunorm's declarations */
 
 /* lark_cuda_init is called by core/dtype.c (it declares it there, not in a header). */
 int lark_cuda_init(void);

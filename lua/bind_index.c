@@ -51,7 +51,27 @@ static lark_tensor *index_arg(lua_State *L, int idx, const char *fname, int dim,
   if (in->dtype != LARK_INT64)
     luaL_error(L, "%s: argument %d: expected an int64 index tensor, got %s", fname, idx, lark_dtype_name(in->dtype));
   if (lark_tensor_device(in).kind != LARK_CPU) {
-    /* not read here; core checks the values (in 0-based terms) on the device */
+    /* checked on the device: the first value outside 1..size (argmax of a bool mask is its first
+     * true) is read back only to name it in the message of the CPU path below */
+    if (lark_numel(in) > 0) {
+      lb_push(L, lark_binary_scalar(LARK_OP_LT, in, 1, true, false));
+      lb_push(L, lark_binary_scalar(LARK_OP_GT, in, (double)size, true, false));
+      lb_push(L, lark_binary(LARK_OP_OR, lb_opt(L, -2), lb_opt(L, -1)));
+      lb_push(L, lark_argmax(lb_opt(L, -1), LARK_ALL_DIMS, false));
+      double first = 0, is_bad = 0;
+      lb_check_status(L, lark_get_flat(lb_opt(L, -1), 0, &first));
+      lb_check_status(L, lark_get_flat(lb_opt(L, -2), (int64_t)first, &is_bad));
+      if (is_bad != 0) { /* the value itself, as an int64 (a double would round large ones) */
+        int64_t all = -1;
+        lb_push(L, lark_reshape(in, 1, &all));
+        lb_push(L, lark_narrow(lb_opt(L, -1), 0, (int64_t)first, 1));
+        lb_push(L, lark_to(lb_opt(L, -1), LARK_INT64, &LARK_DEVICE_CPU));
+        int64_t v = *(const int64_t *)lark_data_ptr(lb_opt(L, -1));
+        luaL_error(L, "%s: argument %d: index %I is out of range for dim %d of size %I (indices are 1-based)", fname,
+                   idx, (lua_Integer)v, dim + 1, (lua_Integer)size);
+      }
+      lua_pop(L, 4);
+    }
     lb_push(L, lark_binary_scalar(LARK_OP_SUB, in, 1, true, false));
     return lb_opt(L, -1);
   }
@@ -91,6 +111,11 @@ static int li_index_select(lua_State *L) {
   lark_tensor *t = lb_check(L, 1, "index_select");
   int dim = lb_checkdim(L, 2, t->ndim, "index_select");
   lark_tensor *ix = index_arg(L, 3, "index_select", dim, dim_size(t, dim), true);
+  lark_device dev = lark_tensor_device(t);
+  if (dev.kind != LARK_CPU && !lb_is(L, 3)) { /* a Lua list was made into a host tensor: to t's device */
+    lb_push(L, lark_to(ix, LARK_INT64, &dev));
+    ix = lb_opt(L, -1);
+  }
   lb_push(L, lark_index_select(t, dim, ix));
   return 1;
 }

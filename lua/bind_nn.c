@@ -89,15 +89,23 @@ static lark_tensor *zero_based_target(lua_State *L, const lark_tensor *input, la
   int64_t C = input->shape[1];
   lark_tensor *tc = lark_contiguous(target);
   if (!tc) lb_error(L);
-  const int64_t *t = lark_data_ptr(tc);
+  /* gpunorm: a target on a GPU is read through a host copy (its memory cannot be read in place) */
+  lark_tensor *host = NULL;
+  if (lark_tensor_device(tc).kind != LARK_CPU && !(host = lark_to(tc, LARK_INT64, &LARK_DEVICE_CPU))) {
+    lark_tensor_release(tc);
+    lb_error(L);
+  }
+  const int64_t *t = lark_data_ptr(host ? host : tc);
   int64_t n = lark_numel(tc);
   for (int64_t k = 0; k < n; k++)
     if (t[k] < 1 || t[k] > C) {
       lua_Integer v = (lua_Integer)t[k], pos = (lua_Integer)(k + 1);
+      lark_tensor_release(host);
       lark_tensor_release(tc);
       luaL_error(L, "%s: target %I (at position %I) is out of range for %I classes (expected 1..%I)", f, v, pos,
                  (lua_Integer)C, (lua_Integer)C);
     }
+  lark_tensor_release(host);
   lark_tensor *z = lark_binary_scalar(LARK_OP_SUB, tc, 1, true, false);
   lark_tensor_release(tc);
   if (!z) lb_error(L);

@@ -27,6 +27,14 @@
 -- --export PATH writes an inference-only file at the end (model_state_dict, the EMA weights when
 -- --ema is on, and the root attributes) that PyTorch loads with h5py; train.export(model, path) too.
 --
+-- Devices: --device cuda (or cuda:N) trains on a GPU: the model moves there before the optimizer
+-- is built, every batch is copied there as it comes from the loader (s.x and s.y in hooks are the
+-- device's tensors), losses and accuracies come back as numbers, and checkpoints and exports are
+-- written from host copies, so a file saved from a GPU run loads anywhere. The same seed draws the
+-- same initial weights (made on the CPU, then moved) and the same random streams as on the CPU.
+-- Without a usable GPU the run stops before anything starts: "--device cuda: no CUDA device is
+-- available".
+--
 -- Hooks (all optional) receive the state table s = {cfg, model, optimizer, scheduler, ema,
 -- criterion, train_loader, test_loader, epoch, step, batch, x, y, output, loss, log, masks}:
 --   on_start(s), on_epoch_start(s), after_backward(s) (before the optimizer step: gradient surgery),
@@ -78,7 +86,7 @@ train.defaults = {
   resume = "",              -- continue from this checkpoint (options not given come from it)
   export = "",              -- at the end, write an inference-only HDF5 file of the weights here
   log_every = 0,            -- plain-line progress every N batches (0: about 5 per epoch)
-  device = "cpu",
+  device = "cpu",           -- cpu | cuda | cuda:N
   quiet = false,
   sparse = false,           -- SLaK's dynamic sparsity (lark.sparse): prune and grow during training
   density = 0.6,            -- with --sparse: the fraction of weights kept (0.6 = 40% sparse)
@@ -95,6 +103,7 @@ local descriptions = {
   save_every = "with --out: checkpoint every N epochs (0: never)", resume = "checkpoint to continue from",
   export = "inference-only weights file written at the end",
   recipe = "named recipe (train.recipes, recipes/configs.lua); other options override it",
+  device = "cpu | cuda | cuda:N (a GPU: the model and every batch live there)",
 }
 
 local function usage()
@@ -275,20 +284,54 @@ end
 
 -- ---- the loop -----------------------------------------------------------------------------------------
 
+--- train.check_device(device): device itself when it names a device this process can use ("cpu",
+-- "cuda", "cuda:N"), else an error saying why ("--device cuda: no CUDA device is available").
+function train.check_device(device)
+  if device == "cpu" then return device end
+  local index = type(device) == "string" and (device == "cuda" and "0" or device:match("^cuda:(%d+)$"))
+  if not index then
+    error(string.format("train: --device must be cpu, cuda or cuda:N, got '%s'", tostring(device)), 0)
+  end
+  if not lark.cuda.is_available() then
+    error(string.format("train: --device %s: no CUDA device is available (lark.cuda.is_available() is false)",
+      device), 0)
+  end
+  local n = lark.cuda.device_count()
+  if tonumber(index) >= n then
+    error(string.format("train: --device %s: no such CUDA device (%d found: cuda:0 .. cuda:%d)", device, n, n - 1), 0)
+  end
+  return device
+end
+
+-- The device of a model's parameters ("cpu" for a model without any).
+local function device_of(model)
+  for _, p in model:named_parameters() do return p:device() end
+  return "cpu"
+end
+
+-- A batch tensor on device (itself when it is already there).
+local function on(device, t)
+  if t == nil or t:device() == device then return t end
+  return t:to(device)
+end
+
 local function accuracy_count(output, y)
   local pred = output:argmax(2)
   local target = y:dim() == 2 and y:argmax(2) or y
   return pred:eq(target):sum():item()
 end
 
---- train.evaluate(model, loader, criterion): mean loss and accuracy over a loader, in eval mode
--- without gradients.
-function train.evaluate(model, loader, criterion)
+--- train.evaluate(model, loader, criterion [, device]): mean loss and accuracy over a loader, in
+-- eval mode without gradients; batches are moved to device (default: where the model's parameters
+-- are).
+function train.evaluate(model, loader, criterion, device)
+  device = device or device_of(model)
   local was = model.training
   model:eval()
   local loss_sum, correct, n = 0, 0, 0
   lark.no_grad(function()
     for x, y in loader:iter() do
+      x, y = on(device, x), on(device, y)
       local out = model(x)
       local b = x:size(1)
       loss_sum = loss_sum + criterion(out, y):item() * b
@@ -311,6 +354,7 @@ function train.build(cfg)
   local resumed
   if cfg and cfg.resume and cfg.resume ~= "" then cfg, resumed = train.resume_config(cfg) end
   cfg = with_defaults(cfg)
+  train.check_device(cfg.device) -- before any data is read
   if cfg.threads > 0 then lark.set_num_threads(cfg.threads) end
   lark.manual_seed(cfg.seed)
   local make_data = train.datasets[cfg.data]
@@ -452,6 +496,7 @@ function train.run(cfg, hooks)
     local b = 0
     for x, y in s.train_loader:iter() do
       b = b + 1
+      x, y = on(cfg.device, x), on(cfg.device, y) -- the loader makes host batches
       s.batch, s.x, s.y = b, x, y
       local out = s.model(x)
       local loss = s.criterion(out, y)
@@ -482,10 +527,10 @@ function train.run(cfg, hooks)
       local saved = {}
       for name, t in pairs((s.model:state_dict())) do saved[name] = t:clone() end
       s.ema:copy_to(s.model)
-      test_loss, test_acc = train.evaluate(s.model, s.test_loader, s.criterion)
+      test_loss, test_acc = train.evaluate(s.model, s.test_loader, s.criterion, cfg.device)
       s.model:load_state_dict(saved)
     else
-      test_loss, test_acc = train.evaluate(s.model, s.test_loader, s.criterion)
+      test_loss, test_acc = train.evaluate(s.model, s.test_loader, s.criterion, cfg.device)
     end
     best = math.max(best, test_acc)
     s.best_acc = best

@@ -72,8 +72,11 @@ static int gelu_backward(lark_node *n, const lark_tensor *g, lark_tensor **gin) 
   lark_scope s = {0};
   lark_tensor *gc = S_CAST(&s, g, x->dtype);
   gc = gc ? lark_scope_add(&s, lark_contiguous(gc)) : NULL;
-  if (gc && !(gin[0] = lark_empty(x->ndim, x->shape, x->dtype, NULL))) s.failed = true;
-  if (!s.failed)
+  lark_device dev = lark_tensor_device(x);
+  if (gc && !(gin[0] = lark_empty(x->ndim, x->shape, x->dtype, &dev))) s.failed = true;
+  if (!s.failed && dev.kind != LARK_CPU) {
+    if (lark_backend_for(dev)->gelu_backward(gin[0], gc, x)) s.failed = true;
+  } else if (!s.failed)
     gelu_backward_cpu(lark_data_ptr(gc), lark_data_ptr(x), lark_data_ptr(gin[0]), lark_numel(x),
                       x->dtype == LARK_FLOAT64);
   return lark_scope_end(&s, gin, 1);
@@ -85,12 +88,21 @@ lark_tensor *lark_gelu(const lark_tensor *x) {
   if (x->dtype != LARK_FLOAT32 && x->dtype != LARK_FLOAT64)
     return lark_set_error(LARK_ERR_DTYPE, "gelu: input must be float32 or float64, got %s", lark_dtype_name(x->dtype)),
            NULL;
-  if (lark_tensor_device(x).kind != LARK_CPU) return lark_backend_missing("gelu", lark_tensor_device(x)), NULL;
+  lark_device dev = lark_tensor_device(x);
+  const lark_backend *be = dev.kind != LARK_CPU ? lark_backend_for(dev) : NULL;
+  if (dev.kind != LARK_CPU && (!be || !be->gelu_forward || !be->gelu_backward))
+    return lark_backend_missing("gelu", dev), NULL;
   lark_tensor *out = NULL, *xc = NULL;
   LARK_NO_GRAD({
     xc = lark_contiguous(x);
-    out = xc ? lark_empty(x->ndim, x->shape, x->dtype, NULL) : NULL;
-    if (out) gelu_forward_cpu(lark_data_ptr(xc), lark_data_ptr(out), lark_numel(x), x->dtype == LARK_FLOAT64);
+    out = xc ? lark_empty(x->ndim, x->shape, x->dtype, &dev) : NULL;
+    if (out && be) {
+      if (be->gelu_forward(out, xc)) {
+        lark_tensor_release(out);
+        out = NULL;
+      }
+    } else if (out)
+      gelu_forward_cpu(lark_data_ptr(xc), lark_data_ptr(out), lark_numel(x), x->dtype == LARK_FLOAT64);
   });
   if (out && x->requires_grad) {
     const lark_tensor *in[1] = {x};

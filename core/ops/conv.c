@@ -13,7 +13,12 @@
  *
  * Depth-wise convolutions (groups == Cin == Cout) go to the direct kernels of core/ops/dwconv.c:
  * im2col would copy every input element kh*kw times for a single multiply each. use_depthwise()
- * is the one place that decides; the plain loops below stay the reference for both paths. */
+ * is the one place that decides; the plain loops below stay the reference for both paths.
+ *
+ * Tensors on a device run the same algorithm there ("the device path" below): the backend's
+ * im2col/col2im kernels and its gemm (cuBLAS), the batch in chunks instead of OpenMP threads;
+ * depth-wise ones go to dwconv.c's front functions, which dispatch to the device themselves. The
+ * reference loops take CPU tensors only. */
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
@@ -57,7 +62,22 @@ static int check_tensor(const char *op, const lark_tensor *t, const char *name, 
   if (!lark_dtype_is_float(t->dtype))
     return lark_set_error(LARK_ERR_DTYPE, "%s: %s must be float32 or float64, got %s (convert with :float())", op, name,
                           lark_dtype_name(t->dtype));
-  if (lark_tensor_device(t).kind != LARK_CPU) return lark_backend_missing(op, lark_tensor_device(t));
+  return 0;
+}
+
+/* The operands (NULL ones skipped) on one device, *dev; the reference loops take CPU tensors only. */
+static int check_devices(const char *op, const lark_tensor *a, const char *an, const lark_tensor *b, const char *bn,
+                         const lark_tensor *c, const char *cn, bool reference, lark_device *dev) {
+  const lark_tensor *ts[3] = {a, b, c};
+  const char *names[3] = {an, bn, cn};
+  int n = c ? 3 : 2;
+  if (lark_check_same_device(op, n, ts, names)) return lark_error_code();
+  *dev = lark_tensor_device(a);
+  if (reference && dev->kind != LARK_CPU) {
+    char d[32];
+    return lark_set_error(LARK_ERR_DEVICE, "%s: the reference loops run on CPU tensors only, not on %s", op,
+                          lark_device_str(*dev, d, sizeof d));
+  }
   return 0;
 }
 
@@ -339,6 +359,208 @@ static int backward_weight_im2col(const lark_tensor *gout, const lark_tensor *x,
   return 0;
 }
 
+/* ---- the device path (operands contiguous, one dtype, validated) ------------------------------ *
+ * On a device (the CUDA backend) the same algorithm runs with the backend's kernels: im2col and
+ * col2im (backend.h) move receptive fields, the gemm field (cuBLAS) does the products, with the
+ * same 1x1 shortcut. What changes is the unit of work: instead of one sample per CPU thread, the
+ * batch goes in chunks whose col matrices fit lark_conv2d_chunk_bytes (256 MiB), and each GEMM
+ * call covers a whole chunk (one strided-batched call per group over the chunk's samples, or per
+ * sample over the groups, whichever is fewer calls). The weight gradient lays its col matrix out tap-major,
+ * (C*kh*kw, samples*Ho*Wo), with grad_out permuted to (Cout, samples*Ho*Wo) beside it, so that a
+ * chunk's sum over samples is a single GEMM whose inner dimension runs over all of them; chunks
+ * add into the gradient in order (beta = 1), so the result is the same on every run. */
+
+/* Bytes of col (and permuted grad_out) buffers one chunk may take. Not static so that
+ * spec/c/test_conv_dispatch.c can shrink it and run several chunks on small shapes. */
+extern int64_t lark_conv2d_chunk_bytes;
+int64_t lark_conv2d_chunk_bytes = (int64_t)256 << 20;
+
+/* One operand of the per-(sample, group) products: matrix (s, g) starts at storage element
+ * off + s*ss + g*gs of t, and its element (r, c) sits r*rs + c*cs further. */
+typedef struct {
+  const lark_tensor *t;
+  int64_t off, ss, gs, rs, cs;
+} mat_ref;
+
+static mat_ref mat(const lark_tensor *t, int64_t off, int64_t ss, int64_t gs, int64_t rs, int64_t cs) {
+  return (mat_ref){t, t->offset + off, ss, gs, rs, cs};
+}
+
+/* For every sample s < ns and group g < ng: o(s, g) (m, n) = a(s, g) (m, k) @ b(s, g) (k, n) +
+ * beta * o(s, g), through the backend's batched gemm on 3-D views (k > 0). */
+static int gemm_sg(const lark_backend *be, const mat_ref *o, const mat_ref *a, const mat_ref *b, int64_t ns,
+                   int64_t ng, int64_t m, int64_t n, int64_t k, double beta) {
+  if (ns == 0 || ng == 0 || m == 0 || n == 0) return 0;
+  bool by_group = ng <= ns; /* one call per group, batched over the samples */
+  int64_t outer = by_group ? ng : ns, batch = by_group ? ns : ng;
+  const mat_ref *ops[3] = {o, a, b};
+  const int64_t rows[3] = {m, m, k}, cols[3] = {n, k, n};
+  int rc = 0;
+  for (int64_t i = 0; i < outer && !rc; i++) {
+    lark_tensor *v[3] = {NULL, NULL, NULL};
+    for (int j = 0; j < 3 && !rc; j++) {
+      const mat_ref *r = ops[j];
+      int64_t shape[3] = {batch, rows[j], cols[j]};
+      int64_t stride[3] = {by_group ? r->ss : r->gs, r->rs, r->cs};
+      if (!(v[j] = lark_as_strided(r->t, 3, shape, stride, r->off + i * (by_group ? r->gs : r->ss))))
+        rc = lark_error_code();
+    }
+    if (!rc) rc = be->gemm(v[0], v[1], v[2], 1.0, beta);
+    for (int j = 0; j < 3; j++) lark_tensor_release(v[j]);
+  }
+  return rc;
+}
+
+/* Samples per chunk when each takes per_sample bytes of buffers: at least 1, at most N, and few
+ * enough that samples * P stays a 32-bit GEMM size. */
+static int64_t chunk_samples(const conv_geom *g, int64_t per_sample) {
+  int64_t nb = per_sample > 0 ? lark_conv2d_chunk_bytes / per_sample : g->N;
+  int64_t P = g->Ho * g->Wo, cap = P > 0 ? INT_MAX / P : g->N;
+  if (nb > cap) nb = cap;
+  if (nb > g->N) nb = g->N;
+  return nb < 1 ? 1 : nb;
+}
+
+/* A contiguous (d0, d1, d2) view at the start of buf. */
+static lark_tensor *buf3(const lark_tensor *buf, int64_t d0, int64_t d1, int64_t d2) {
+  return lark_as_strided(buf, 3, (int64_t[]){d0, d1, d2}, (int64_t[]){d1 * d2, d2, 1}, buf->offset);
+}
+
+/* out (N, Cout, Ho, Wo) = conv(x (N, Cin, H, W), w (Cout, Cg, kh, kw)) + bias (Cout) or NULL */
+static int device_forward(const lark_tensor *x, const lark_tensor *w, const lark_tensor *bias, lark_tensor *out,
+                          const conv_geom *g, const lark_conv2d_args *a) {
+  const char *op = "conv2d";
+  lark_device dev = lark_tensor_device(out);
+  const lark_backend *be = lark_backend_for(dev);
+  int64_t Cg = g->Cin / g->G, Cog = g->Cout / g->G, K = Cg * g->kh * g->kw, P = g->Ho * g->Wo, CK = g->G * K;
+  bool direct = needs_no_im2col(g, a);
+  if (!be || !be->gemm || (!direct && !be->im2col)) return lark_backend_missing(op, dev);
+  if (lark_numel(out) == 0) return 0;
+  double beta = 0;
+  if (bias) { /* out starts as the bias, and the GEMMs add the products to it (beta = 1) */
+    lark_tensor *bv = lark_as_strided(bias, 4, (int64_t[]){g->N, g->Cout, g->Ho, g->Wo},
+                                      (int64_t[]){0, bias->stride[0], 0, 0}, bias->offset);
+    int rc = bv ? lark_copy_(out, bv) : lark_error_code();
+    lark_tensor_release(bv);
+    if (rc) return rc;
+    beta = 1;
+  }
+  if (K == 0) return bias ? 0 : lark_fill_(out, 0); /* no input channels: only the bias */
+  mat_ref wr = mat(w, 0, 0, Cog * K, K, 1);
+  if (direct) { /* the input planes are the col matrices */
+    mat_ref o = mat(out, 0, g->Cout * P, Cog * P, P, 1), b = mat(x, 0, g->Cin * P, K * P, P, 1);
+    return gemm_sg(be, &o, &wr, &b, g->N, g->G, Cog, P, K, beta);
+  }
+  lark_conv2d_params p = dw_params(g, a);
+  int64_t nb = chunk_samples(g, CK * P * (int64_t)lark_dtype_size(out->dtype));
+  lark_tensor *col = lark_empty(1, (int64_t[]){nb * CK * P}, out->dtype, &dev);
+  int rc = col ? 0 : lark_error_code();
+  for (int64_t n0 = 0; n0 < g->N && !rc; n0 += nb) {
+    int64_t m = g->N - n0 < nb ? g->N - n0 : nb;
+    lark_tensor *xc = lark_narrow(x, 0, n0, m), *cv = buf3(col, m, CK, P);
+    rc = !xc || !cv ? lark_error_code() : be->im2col(cv, xc, &p, 0);
+    lark_tensor_release(xc);
+    lark_tensor_release(cv);
+    /* out[n, g] (Cog, P) = w[g] (Cog, K) @ col[n, g] (K, P) */
+    mat_ref o = mat(out, n0 * g->Cout * P, g->Cout * P, Cog * P, P, 1), b = mat(col, 0, CK * P, K * P, P, 1);
+    if (!rc) rc = gemm_sg(be, &o, &wr, &b, m, g->G, Cog, P, K, beta);
+  }
+  lark_tensor_release(col);
+  return rc;
+}
+
+/* gin (N, Cin, H, W) = col2im(w^T @ gout (N, Cout, Ho, Wo)); every element written when Cout > 0
+ * (the caller zeroes gin otherwise) */
+static int device_backward_input(const lark_tensor *gout, const lark_tensor *w, lark_tensor *gin, const conv_geom *g,
+                                 const lark_conv2d_args *a) {
+  const char *op = "conv2d backward";
+  lark_device dev = lark_tensor_device(gin);
+  const lark_backend *be = lark_backend_for(dev);
+  int64_t Cg = g->Cin / g->G, Cog = g->Cout / g->G, K = Cg * g->kh * g->kw, P = g->Ho * g->Wo, CK = g->G * K;
+  bool direct = needs_no_im2col(g, a);
+  if (!be || !be->gemm || (!direct && !be->col2im)) return lark_backend_missing(op, dev);
+  if (K == 0 || Cog == 0 || lark_numel(gin) == 0) return 0; /* nothing connects: the gradient stays zero */
+  mat_ref wt = mat(w, 0, 0, Cog * K, 1, K); /* w[g]^T (K, Cog), read in place */
+  if (direct) { /* col (K, P) = w[g]^T @ gout[n, g], straight into the input planes */
+    mat_ref o = mat(gin, 0, g->Cin * P, K * P, P, 1), b = mat(gout, 0, g->Cout * P, Cog * P, P, 1);
+    return gemm_sg(be, &o, &wt, &b, g->N, g->G, K, P, Cog, 0.0);
+  }
+  lark_conv2d_params p = dw_params(g, a);
+  int64_t nb = chunk_samples(g, CK * P * (int64_t)lark_dtype_size(gin->dtype));
+  lark_tensor *col = lark_empty(1, (int64_t[]){nb * CK * P}, gin->dtype, &dev);
+  int rc = col ? 0 : lark_error_code();
+  for (int64_t n0 = 0; n0 < g->N && !rc; n0 += nb) {
+    int64_t m = g->N - n0 < nb ? g->N - n0 : nb;
+    /* col[n, g] (K, P) = w[g]^T (K, Cog) @ gout[n, g] (Cog, P) */
+    mat_ref o = mat(col, 0, CK * P, K * P, P, 1), b = mat(gout, n0 * g->Cout * P, g->Cout * P, Cog * P, P, 1);
+    rc = gemm_sg(be, &o, &wt, &b, m, g->G, K, P, Cog, 0.0);
+    if (rc) break;
+    lark_tensor *gc = lark_narrow(gin, 0, n0, m), *cv = buf3(col, m, CK, P);
+    rc = !gc || !cv ? lark_error_code() : be->col2im(gc, cv, &p);
+    lark_tensor_release(gc);
+    lark_tensor_release(cv);
+  }
+  lark_tensor_release(col);
+  return rc;
+}
+
+/* gw (Cout, Cg, kh, kw), zeroed by the caller, += sum over n of gout[n, g] @ im2col(x[n, g])^T */
+static int device_backward_weight(const lark_tensor *gout, const lark_tensor *x, lark_tensor *gw, const conv_geom *g,
+                                  const lark_conv2d_args *a) {
+  const char *op = "conv2d backward";
+  lark_device dev = lark_tensor_device(gw);
+  const lark_backend *be = lark_backend_for(dev);
+  int64_t Cg = g->Cin / g->G, Cog = g->Cout / g->G, K = Cg * g->kh * g->kw, P = g->Ho * g->Wo, CK = g->G * K;
+  bool direct = needs_no_im2col(g, a);
+  /* a 1x1 kernel over a big map reads x and grad_out in place, one sample per GEMM, whose inner
+   * dimension (the map) is long enough on its own; otherwise chunks of samples go tap-major */
+  bool in_place = direct && P >= 1024;
+  if (!be || !be->gemm || (!in_place && !be->im2col)) return lark_backend_missing(op, dev);
+  if (g->Cout * K == 0 || g->N == 0) return 0; /* empty sums: the gradient stays zero */
+  size_t es = lark_dtype_size(gw->dtype);
+  int64_t nb = in_place ? 1 : chunk_samples(g, (CK + g->Cout) * P * (int64_t)es);
+  lark_tensor *col = NULL, *gt = NULL;
+  int rc = 0;
+  if (nb > 1) {
+    col = lark_empty(1, (int64_t[]){nb * CK * P}, gw->dtype, &dev);
+    gt = col ? lark_empty(1, (int64_t[]){nb * g->Cout * P}, gw->dtype, &dev) : NULL;
+    if (!gt) rc = lark_error_code();
+  } else if (!direct && !(col = lark_empty(1, (int64_t[]){CK * P}, gw->dtype, &dev))) {
+    rc = lark_error_code();
+  }
+  lark_conv2d_params p = dw_params(g, a);
+  mat_ref o = mat(gw, 0, 0, Cog * K, K, 1);
+  for (int64_t n0 = 0; n0 < g->N && !rc; n0 += nb) {
+    int64_t m = g->N - n0 < nb ? g->N - n0 : nb, mp = m * P;
+    /* A: grad_out of the chunk as (Cout, m*P); B: its col matrix, tap-major (CK, m*P). One sample
+     * is already laid out that way (and, with a 1x1 kernel, x is its own col matrix). */
+    const lark_tensor *A = gout, *B = x;
+    int64_t aoff = n0 * g->Cout * P, boff = n0 * g->Cin * P;
+    if (m > 1) {
+      lark_tensor *dst = buf3(gt, g->Cout, m, P);
+      lark_tensor *src = lark_as_strided(gout, 3, (int64_t[]){g->Cout, m, P}, (int64_t[]){P, g->Cout * P, 1},
+                                         gout->offset + aoff);
+      rc = !dst || !src ? lark_error_code() : lark_copy_(dst, src);
+      lark_tensor_release(dst);
+      lark_tensor_release(src);
+      A = gt, aoff = 0;
+    }
+    if (!rc && (m > 1 || !direct)) {
+      lark_tensor *xc = lark_narrow(x, 0, n0, m), *cv = buf3(col, CK, m, P);
+      rc = !xc || !cv ? lark_error_code() : be->im2col(cv, xc, &p, LARK_IM2COL_TAP_MAJOR);
+      lark_tensor_release(xc);
+      lark_tensor_release(cv);
+      B = col, boff = 0;
+    }
+    /* gw[g] (Cog, K) += A[g] (Cog, m*P) @ B[g]^T (m*P, K) */
+    mat_ref ar = mat(A, aoff, 0, Cog * mp, mp, 1), br = mat(B, boff, 0, K * mp, 1, mp);
+    if (!rc) rc = gemm_sg(be, &o, &ar, &br, 1, g->G, Cog, K, mp, 1.0);
+  }
+  lark_tensor_release(col);
+  lark_tensor_release(gt);
+  return rc;
+}
+
 /* ---- the reference loops (float64) ------------------------------------------------------------ */
 
 /* The input coordinate tap (i, j) of output (oh, ow) reads, or false in the padding. */
@@ -404,19 +626,22 @@ static lark_tensor *forward_impl(const lark_tensor *input, const lark_tensor *we
                    (long long)bias->shape[0], (long long)g.Cout);
     return NULL;
   }
+  lark_device dev;
+  if (check_devices(op, input, "input", weight, "weight", bias, "bias", reference, &dev)) return NULL;
+  bool gpu = dev.kind != LARK_CPU;
   lark_dtype dt = lark_promote(input->dtype, weight->dtype);
   if (bias) dt = lark_promote(dt, bias->dtype);
   if (reference) dt = LARK_FLOAT64;
   lark_tensor *x = dense(input, dt), *w = dense(weight, dt), *b = bias ? dense(bias, dt) : NULL, *out = NULL;
   int64_t oshape[4] = {g.N, g.Cout, g.Ho, g.Wo};
   bool dw = !reference && use_depthwise(&g, a);
-  if (!x || !w || (bias && !b) || (!dw && !(out = lark_empty(4, oshape, dt, NULL)))) goto fail;
+  if (!x || !w || (bias && !b) || (!dw && !(out = lark_empty(4, oshape, dt, gpu ? &dev : NULL)))) goto fail;
   if (reference) {
     forward_reference(lark_data_ptr(x), lark_data_ptr(w), b ? lark_data_ptr(b) : NULL, lark_data_ptr(out), &g, a);
   } else if (dw) {
     lark_conv2d_params p = dw_params(&g, a);
     if (!(out = lark_dwconv2d_forward(x, w, b, &p))) goto fail;
-  } else if (forward_im2col(x, w, b, out, &g, a)) {
+  } else if (gpu ? device_forward(x, w, b, out, &g, a) : forward_im2col(x, w, b, out, &g, a)) {
     goto fail;
   }
   goto done;
@@ -453,21 +678,27 @@ static lark_tensor *backward_input_impl(const lark_tensor *gout, const lark_tens
       lark_set_error(LARK_ERR_SHAPE, "%s: input size %d is negative", op, d + 1);
       return NULL;
     }
-  if (conv_geometry(op, in_shape, weight->shape, a, &g) || check_grad_out(gout, &g)) return NULL;
+  lark_device dev;
+  if (conv_geometry(op, in_shape, weight->shape, a, &g) || check_grad_out(gout, &g) ||
+      check_devices(op, gout, "grad_out", weight, "weight", NULL, NULL, reference, &dev))
+    return NULL;
+  bool gpu = dev.kind != LARK_CPU;
   lark_dtype dt = reference ? LARK_FLOAT64 : lark_promote(gout->dtype, weight->dtype);
   lark_tensor *go = dense(gout, dt), *w = dense(weight, dt), *gin = NULL;
   bool dw = !reference && use_depthwise(&g, a);
   /* col2im adds into gin, so it starts at zero; the 1x1 path's GEMMs (beta = 0) write all of it,
-   * so zeroing first would be a wasted pass over the largest tensor of the op */
-  bool whole = !reference && !dw && needs_no_im2col(&g, a) && g.Cout > 0;
-  if (!go || !w || (!dw && !(gin = whole ? lark_empty(4, in_shape, dt, NULL) : lark_zeros(4, in_shape, dt, NULL))))
+   * so zeroing first would be a wasted pass over the largest tensor of the op. The device's col2im
+   * writes every element too. */
+  bool whole = !reference && !dw && (needs_no_im2col(&g, a) || gpu) && g.Cout > 0;
+  const lark_device *on = gpu ? &dev : NULL;
+  if (!go || !w || (!dw && !(gin = whole ? lark_empty(4, in_shape, dt, on) : lark_zeros(4, in_shape, dt, on))))
     goto fail;
   if (reference) {
     backward_reference(lark_data_ptr(go), NULL, lark_data_ptr(w), lark_data_ptr(gin), NULL, &g, a);
   } else if (dw) {
     lark_conv2d_params p = dw_params(&g, a);
     if (!(gin = lark_dwconv2d_backward_input(go, w, in_shape, &p))) goto fail;
-  } else if (backward_input_im2col(go, w, gin, &g, a)) {
+  } else if (gpu ? device_backward_input(go, w, gin, &g, a) : backward_input_im2col(go, w, gin, &g, a)) {
     goto fail;
   }
   goto done;
@@ -490,17 +721,21 @@ static lark_tensor *backward_weight_impl(const lark_tensor *gout, const lark_ten
       lark_set_error(LARK_ERR_SHAPE, "%s: weight size %d is negative", op, d + 1);
       return NULL;
     }
-  if (conv_geometry(op, input->shape, w_shape, a, &g) || check_grad_out(gout, &g)) return NULL;
+  lark_device dev;
+  if (conv_geometry(op, input->shape, w_shape, a, &g) || check_grad_out(gout, &g) ||
+      check_devices(op, gout, "grad_out", input, "input", NULL, NULL, reference, &dev))
+    return NULL;
+  bool gpu = dev.kind != LARK_CPU;
   lark_dtype dt = reference ? LARK_FLOAT64 : lark_promote(gout->dtype, input->dtype);
   lark_tensor *go = dense(gout, dt), *x = dense(input, dt), *gw = NULL;
   bool dw = !reference && use_depthwise(&g, a);
-  if (!go || !x || (!dw && !(gw = lark_zeros(4, w_shape, dt, NULL)))) goto fail;
+  if (!go || !x || (!dw && !(gw = lark_zeros(4, w_shape, dt, gpu ? &dev : NULL)))) goto fail;
   if (reference) {
     backward_reference(lark_data_ptr(go), lark_data_ptr(x), NULL, NULL, lark_data_ptr(gw), &g, a);
   } else if (dw) {
     lark_conv2d_params p = dw_params(&g, a);
     if (!(gw = lark_dwconv2d_backward_weight(go, x, &p))) goto fail;
-  } else if (backward_weight_im2col(go, x, gw, &g, a)) {
+  } else if (gpu ? device_backward_weight(go, x, gw, &g, a) : backward_weight_im2col(go, x, gw, &g, a)) {
     goto fail;
   }
   goto done;

@@ -4,11 +4,14 @@
  * allocates or writes anything, so a bad index is an error naming the value and the size, and a
  * failed scatter_add_ leaves its tensor untouched.
  *
- * The kernels below are CPU kernels (static, called when the tensor lives on the CPU); the backend
- * table has no fields for this family yet, so other devices get lark_backend_missing(). They move
- * elements by size (1, 4 or 8 bytes) where the dtype does not matter, and loop with OpenMP over
- * independent rows. scatter_add partitions the work by destination (each destination element is
- * summed by one thread in index order), so its sums are the same for any number of threads. */
+ * The kernels below are CPU kernels (static, called when the tensor lives on the CPU). Tensors on
+ * another device go, after the same checks, to the backend's fields of this family (index_check,
+ * gather, scatter_add, masked_fill, masked_select, nonzero: contracts in backend.h), and to
+ * lark_backend_missing() when it lacks one; index_select runs as a gather with its index expanded.
+ * The CPU kernels move elements by size (1, 4 or 8 bytes) where the dtype does not matter, and loop
+ * with OpenMP over independent rows. scatter_add partitions the work by destination (each
+ * destination element is summed by one thread in index order), so its sums are the same for any
+ * number of threads. */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +60,12 @@ static int check_mask_dtype(const char *op, const lark_tensor *mask) {
   return 0;
 }
 
+/* The error for index value v outside [0, size) along dim (0-based). */
+static int index_error(const char *op, int64_t v, int64_t size, int dim) {
+  return lark_set_error(LARK_ERR_INDEX, "%s: index %lld is out of range for dim %d of size %lld", op, (long long)v,
+                        dim + 1, (long long)size);
+}
+
 /* Checks that every element of index (int64, any strides) lies in [0, size); the error names the
  * first bad one in row-major order, whatever the number of threads. */
 static int check_indices(const char *op, const lark_tensor *index, int64_t size, int dim) {
@@ -88,8 +97,17 @@ static int check_indices(const char *op, const lark_tensor *index, int64_t size,
       v = p[i * s];
       break;
     }
-  return lark_set_error(LARK_ERR_INDEX, "%s: index %lld is out of range for dim %d of size %lld", op, (long long)v,
-                        dim + 1, (long long)size);
+  return index_error(op, v, size, dim);
+}
+
+/* check_indices for a tensor on another device: the backend finds the first bad element there,
+ * and the message is the CPU's. */
+static int check_indices_device(const char *op, const lark_backend *be, const lark_tensor *index, int64_t size,
+                                int dim) {
+  if (lark_numel(index) == 0) return 0;
+  int64_t bad = -1, v = 0;
+  if (be->index_check(index, size, &bad, &v)) return lark_error_code();
+  return bad < 0 ? 0 : index_error(op, v, size, dim);
 }
 
 /* ---- index_select --------------------------------------------------------------------------- */
@@ -169,19 +187,36 @@ static lark_tensor *index_select_impl(const lark_tensor *t, int dim, const lark_
     return NULL;
   }
   lark_device dev = lark_tensor_device(t);
+  const lark_backend *be = NULL; /* another device's kernels; NULL on the CPU */
   if (dev.kind != LARK_CPU) {
-    lark_backend_missing(op, dev);
+    be = lark_backend_for(dev);
+    if (!be || !be->index_check || !be->gather) {
+      lark_backend_missing(op, dev);
+      return NULL;
+    }
+    if (check_indices_device(op, be, index, size, dim)) return NULL;
+  } else if (check_indices(op, index, size, dim)) {
     return NULL;
   }
-  if (check_indices(op, index, size, dim)) return NULL;
   int64_t shape[LARK_MAX_DIMS];
   memcpy(shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
   if (t->ndim) shape[dim] = nidx;
   lark_tensor *out = lark_empty(t->ndim, shape, t->dtype, &dev);
   lark_tensor *ic = out ? lark_contiguous(index) : NULL;
   lark_tensor *t1 = ic ? at_least_1d(t) : NULL, *o1 = t1 ? at_least_1d(out) : NULL;
-  if (o1) cpu_index_select(o1, t1, dim, nidx ? lark_data_ptr(ic) : NULL, nidx);
-  else {
+  if (o1 && be) {
+    /* a gather whose index is the 1-D index laid along dim and expanded over the other dims */
+    int64_t st[LARK_MAX_DIMS] = {0};
+    st[dim] = 1;
+    lark_tensor *ie = lark_as_strided(ic, o1->ndim, o1->shape, st, ic->offset);
+    if (!ie || be->gather(o1, t1, dim, ie)) {
+      lark_tensor_release(out);
+      out = NULL;
+    }
+    lark_tensor_release(ie);
+  } else if (o1) {
+    cpu_index_select(o1, t1, dim, nidx ? lark_data_ptr(ic) : NULL, nidx);
+  } else {
     lark_tensor_release(out);
     out = NULL;
   }
@@ -267,15 +302,26 @@ static lark_tensor *gather_impl(const lark_tensor *t, int dim, const lark_tensor
   if ((dim = lark_wrap_dim(op, dim, t->ndim)) < 0) return NULL;
   if (check_index_shape(op, t, dim, index, NULL)) return NULL;
   lark_device dev = lark_tensor_device(t);
+  const lark_backend *be = NULL; /* another device's kernels; NULL on the CPU */
   if (dev.kind != LARK_CPU) {
-    lark_backend_missing(op, dev);
+    be = lark_backend_for(dev);
+    if (!be || !be->index_check || !be->gather) {
+      lark_backend_missing(op, dev);
+      return NULL;
+    }
+    if (check_indices_device(op, be, index, t->ndim ? t->shape[dim] : 1, dim)) return NULL;
+  } else if (check_indices(op, index, t->ndim ? t->shape[dim] : 1, dim)) {
     return NULL;
   }
-  if (check_indices(op, index, t->ndim ? t->shape[dim] : 1, dim)) return NULL;
   lark_tensor *out = lark_empty(index->ndim, index->shape, t->dtype, &dev);
   lark_tensor *t1 = out ? at_least_1d(t) : NULL, *i1 = t1 ? at_least_1d(index) : NULL;
   lark_tensor *o1 = i1 ? at_least_1d(out) : NULL;
-  if (o1) cpu_gather(o1, t1, dim, i1);
+  if (o1 && be) {
+    if (be->gather(o1, t1, dim, i1)) {
+      lark_tensor_release(out);
+      out = NULL;
+    }
+  } else if (o1) cpu_gather(o1, t1, dim, i1);
   else {
     lark_tensor_release(out);
     out = NULL;
@@ -366,8 +412,14 @@ int lark_scatter_add_(lark_tensor *t, int dim, const lark_tensor *index, const l
                             "memory; clone() it before adding in place",
                             d + 1);
   lark_device dev = lark_tensor_device(t);
-  if (dev.kind != LARK_CPU) return lark_backend_missing(op, dev);
-  if (check_indices(op, index, t->ndim ? t->shape[dim] : 1, dim)) return lark_error_code();
+  const lark_backend *be = NULL; /* another device's kernels; NULL on the CPU */
+  if (dev.kind != LARK_CPU) {
+    be = lark_backend_for(dev);
+    if (!be || !be->index_check || !be->scatter_add) return lark_backend_missing(op, dev);
+    if (check_indices_device(op, be, index, t->ndim ? t->shape[dim] : 1, dim)) return lark_error_code();
+  } else if (check_indices(op, index, t->ndim ? t->shape[dim] : 1, dim)) {
+    return lark_error_code();
+  }
   if (lark_numel(index) == 0) return 0;
   /* an index or a source that shares memory with t would change under the writes (an index
    * could even leave its checked range): read them from copies */
@@ -378,7 +430,10 @@ int lark_scatter_add_(lark_tensor *t, int dim, const lark_tensor *index, const l
   lark_tensor *t1 = sc && ic ? at_least_1d(t) : NULL, *i1 = t1 ? at_least_1d(ic) : NULL;
   lark_tensor *s1 = i1 ? at_least_1d(sc) : NULL;
   int rc = s1 ? 0 : lark_error_code();
-  if (!rc) {
+  if (!rc && be) {
+    rc = be->scatter_add(t1, dim, i1, s1);
+    if (!rc) lark_bump_version(t);
+  } else if (!rc) {
     cpu_scatter_add(t1, dim, i1, s1);
     lark_bump_version(t);
   }
@@ -451,7 +506,9 @@ int lark_masked_fill_(lark_tensor *t, const lark_tensor *mask, double value) {
   lark_device dev = lark_tensor_device(t);
   int rc = 0;
   if (dev.kind != LARK_CPU) {
-    rc = lark_backend_missing(op, dev);
+    const lark_backend *be = lark_backend_for(dev);
+    rc = be && be->masked_fill ? be->masked_fill(t, em, value) : lark_backend_missing(op, dev);
+    if (!rc) lark_bump_version(t);
   } else {
     cpu_masked_fill(t, em, value);
     lark_bump_version(t);
@@ -471,8 +528,11 @@ static lark_tensor *masked_fill_impl(const lark_tensor *t, const lark_tensor *ma
   if (lark_broadcast_shape(op, t->ndim, t->shape, mask->ndim, mask->shape, &nd, shape)) return NULL;
   lark_device dev = lark_tensor_device(t);
   if (dev.kind != LARK_CPU) {
-    lark_backend_missing(op, dev);
-    return NULL;
+    const lark_backend *be = lark_backend_for(dev);
+    if (!be || !be->masked_fill) {
+      lark_backend_missing(op, dev);
+      return NULL;
+    }
   }
   lark_tensor *out = lark_empty(nd, shape, t->dtype, &dev);
   if (out && (lark_copy_(out, t) || lark_masked_fill_(out, mask, value))) {
@@ -563,12 +623,21 @@ lark_tensor *lark_masked_select(const lark_tensor *t, const lark_tensor *mask) {
   int64_t shape[LARK_MAX_DIMS];
   if (lark_broadcast_shape(op, t->ndim, t->shape, mask->ndim, mask->shape, &nd, shape)) return NULL;
   lark_device dev = lark_tensor_device(t);
+  const lark_backend *be = NULL; /* another device's kernels; NULL on the CPU */
   if (dev.kind != LARK_CPU) {
-    lark_backend_missing(op, dev);
-    return NULL;
+    be = lark_backend_for(dev);
+    if (!be || !be->masked_select) {
+      lark_backend_missing(op, dev);
+      return NULL;
+    }
   }
   lark_tensor *et = lark_expand_to(op, t, nd, shape), *em = et ? lark_expand_to(op, mask, nd, shape) : NULL;
-  lark_tensor *out = em ? cpu_masked_select(et, em) : NULL;
+  lark_tensor *out = NULL;
+  if (em && be) {
+    if (be->masked_select(et, em, &out)) out = NULL;
+  } else if (em) {
+    out = cpu_masked_select(et, em);
+  }
   lark_tensor_release(et);
   lark_tensor_release(em);
   return out;
@@ -634,8 +703,11 @@ static lark_tensor *cpu_nonzero(const lark_tensor *c) {
 lark_tensor *lark_nonzero(const lark_tensor *t) {
   lark_device dev = lark_tensor_device(t);
   if (dev.kind != LARK_CPU) {
-    lark_backend_missing("nonzero", dev);
-    return NULL;
+    const lark_backend *be = lark_backend_for(dev);
+    lark_tensor *out = NULL;
+    if (!be || !be->nonzero) lark_backend_missing("nonzero", dev);
+    else if (be->nonzero(t, &out)) out = NULL;
+    return out;
   }
   lark_tensor *c = lark_contiguous(t);
   lark_tensor *out = c ? cpu_nonzero(c) : NULL;

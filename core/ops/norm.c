@@ -388,7 +388,15 @@ static void batch_norm_backward_f32(const float *g /* (outer, C, inner) */, cons
 
 /* ---- checks --------------------------------------------------------------------------------- */
 
-static int check_input(const char *op, const lark_tensor *x, int min_ndim, const char *layout) {
+/* Whether the backend of dev has the kernels of layer norm (batch false) or batch norm. */
+static bool has_norm_kernels(lark_device dev, bool batch) {
+  const lark_backend *be = lark_backend_for(dev);
+  if (!be) return false;
+  return batch ? be->batch_norm_forward && be->batch_norm_backward
+               : be->layer_norm_forward && be->layer_norm_backward;
+}
+
+static int check_input(const char *op, const lark_tensor *x, int min_ndim, const char *layout, bool batch) {
   if (!x) return lark_set_error(LARK_ERR_ARG, "%s: input is missing", op);
   if (lark_check_alive(op, x, "input")) return lark_error_code();
   if (x->dtype != LARK_FLOAT32 && x->dtype != LARK_FLOAT64)
@@ -396,7 +404,8 @@ static int check_input(const char *op, const lark_tensor *x, int min_ndim, const
   if (x->ndim < min_ndim)
     return lark_set_error(LARK_ERR_SHAPE, "%s: input must be %s (at least %d dims), got %d dims", op, layout, min_ndim,
                           x->ndim);
-  if (lark_tensor_device(x).kind != LARK_CPU) return lark_backend_missing(op, lark_tensor_device(x));
+  lark_device dev = lark_tensor_device(x);
+  if (dev.kind != LARK_CPU && !has_norm_kernels(dev, batch)) return lark_backend_missing(op, dev);
   return 0;
 }
 
@@ -431,12 +440,21 @@ static int norm_backward(lark_node *n, const lark_tensor *g, lark_tensor **gin) 
   lark_tensor *gc = S_CAST(&s, g, x->dtype);
   gc = gc ? lark_scope_add(&s, lark_contiguous(gc)) : NULL;
   lark_tensor *wc = w ? lark_scope_add(&s, lark_contiguous(w)) : NULL;
+  lark_device dev = lark_tensor_device(x);
   for (int i = 0; i < 3 && !s.failed; i++)
     if (n->needs_grad[i]) {
-      gin[i] = i == 0 ? lark_empty(x->ndim, x->shape, x->dtype, NULL) : lark_empty(1, &C, x->dtype, NULL);
+      gin[i] = i == 0 ? lark_empty(x->ndim, x->shape, x->dtype, &dev) : lark_empty(1, &C, x->dtype, &dev);
       if (!gin[i]) s.failed = true;
     }
-  if (!s.failed) {
+  if (!s.failed && dev.kind != LARK_CPU) {
+    /* the device's kernels (checked to exist when the node was recorded) */
+    const lark_backend *be = lark_backend_for(dev);
+    int rc = kind == NORM_LAYER
+                 ? be->layer_norm_backward(gin[0], gin[1], gin[2], gc, x, wc, mean, rstd, outer, C, inner)
+                 : be->batch_norm_backward(gin[0], gin[1], gin[2], gc, x, wc, mean, rstd, outer, C, inner,
+                                           kind == NORM_BATCH_TRAIN);
+    if (rc) s.failed = true;
+  } else if (!s.failed) {
     void *dx = gin[0] ? lark_data_ptr(gin[0]) : NULL, *dw = gin[1] ? lark_data_ptr(gin[1]) : NULL,
          *db = gin[2] ? lark_data_ptr(gin[2]) : NULL;
     const void *wp = wc ? lark_data_ptr(wc) : NULL;
@@ -472,7 +490,7 @@ static void record_norm(const char *name, int kind, lark_tensor *out, const lark
 /* Layer norm over dim 1 of the (outer, C, inner) view of x. */
 static lark_tensor *layer_norm_impl(const char *op, const lark_tensor *x, const lark_tensor *w, const lark_tensor *b,
                                     double eps, bool channels_first) {
-  if (check_input(op, x, channels_first ? 2 : 1, channels_first ? "(N, C, ...)" : "(..., C)")) return NULL;
+  if (check_input(op, x, channels_first ? 2 : 1, channels_first ? "(N, C, ...)" : "(..., C)", false)) return NULL;
   int cdim = channels_first ? 1 : x->ndim - 1;
   int64_t C = x->shape[cdim], outer = 1, inner = 1;
   for (int d = 0; d < cdim; d++) outer *= x->shape[d];
@@ -480,15 +498,22 @@ static lark_tensor *layer_norm_impl(const char *op, const lark_tensor *x, const 
   if (check_param(op, "weight", w, x, C) || check_param(op, "bias", b, x, C)) return NULL;
   if (!(eps >= 0)) return lark_set_error(LARK_ERR_ARG, "%s: eps must be >= 0, got %g", op, eps), NULL;
   lark_tensor *out = NULL, *xc = NULL, *wc = NULL, *bc = NULL, *mean = NULL, *rstd = NULL;
+  lark_device dev = lark_tensor_device(x);
   LARK_NO_GRAD({
     int64_t gs = outer * inner;
     xc = lark_contiguous(x);
     wc = w ? lark_contiguous(w) : NULL;
     bc = b ? lark_contiguous(b) : NULL;
-    mean = lark_empty(1, &gs, LARK_FLOAT64, NULL);
-    rstd = lark_empty(1, &gs, LARK_FLOAT64, NULL);
-    out = lark_empty(x->ndim, x->shape, x->dtype, NULL);
-    if (xc && (!w || wc) && (!b || bc) && mean && rstd && out)
+    mean = lark_empty(1, &gs, LARK_FLOAT64, &dev);
+    rstd = lark_empty(1, &gs, LARK_FLOAT64, &dev);
+    out = lark_empty(x->ndim, x->shape, x->dtype, &dev);
+    bool ready = xc && (!w || wc) && (!b || bc) && mean && rstd && out;
+    if (ready && dev.kind != LARK_CPU) {
+      if (lark_backend_for(dev)->layer_norm_forward(out, xc, wc, bc, mean, rstd, outer, C, inner, eps)) {
+        lark_tensor_release(out);
+        out = NULL;
+      }
+    } else if (ready)
       layer_norm_forward_cpu(lark_data_ptr(xc), wc ? lark_data_ptr(wc) : NULL, bc ? lark_data_ptr(bc) : NULL,
                              lark_data_ptr(out), lark_data_ptr(mean), lark_data_ptr(rstd), outer, C, inner, eps,
                              x->dtype == LARK_FLOAT64);
@@ -533,12 +558,68 @@ static int update_running(lark_tensor *running, const double *stat, double momen
   return rc;
 }
 
+/* The same update on another device, through its elementwise kernels: update_running's float64
+ * arithmetic in its order, so given the same statistics both devices write the same bits. */
+static int update_running_device(lark_tensor *running, const lark_tensor *stat /* (C) float64 */, double momentum) {
+  lark_tensor *old = lark_cast(running, LARK_FLOAT64);
+  lark_tensor *a = old ? lark_binary_scalar(LARK_OP_MUL, old, 1.0 - momentum, false, true) : NULL;
+  lark_tensor *b = lark_binary_scalar(LARK_OP_MUL, stat, momentum, false, false);
+  lark_tensor *upd = a && b ? lark_binary(LARK_OP_ADD, a, b) : NULL;
+  int rc = upd ? lark_copy_(running, upd) : lark_error_code();
+  lark_tensor_release(old);
+  lark_tensor_release(a);
+  lark_tensor_release(b);
+  lark_tensor_release(upd);
+  return rc;
+}
+
+/* batch_norm_impl on a non-CPU device, after its checks: the statistics are float64 tensors on the
+ * device, the backend's batch_norm_forward computes them (training) or takes the running ones
+ * (eval) and writes y. */
+static lark_tensor *batch_norm_device(const lark_tensor *x, lark_tensor *rm, lark_tensor *rv, const lark_tensor *w,
+                                      const lark_tensor *b, bool training, double momentum, double eps,
+                                      lark_tensor **mean_out, lark_tensor **rstd_out, lark_tensor **xc_out,
+                                      const int64_t dims[3]) {
+  int64_t outer = dims[0], C = dims[1], inner = dims[2];
+  lark_device dev = lark_tensor_device(x);
+  const lark_backend *be = lark_backend_for(dev);
+  lark_tensor *xc = lark_contiguous(x), *wc = w ? lark_contiguous(w) : NULL, *bc = b ? lark_contiguous(b) : NULL;
+  lark_tensor *mean = lark_empty(1, &C, LARK_FLOAT64, &dev), *rstd = lark_empty(1, &C, LARK_FLOAT64, &dev);
+  lark_tensor *var = lark_empty(1, &C, LARK_FLOAT64, &dev), *out = lark_empty(x->ndim, x->shape, x->dtype, &dev);
+  bool ok = xc && (!w || wc) && (!b || bc) && mean && rstd && var && out;
+  /* eval: the running statistics, converted to float64 as the CPU reads them */
+  if (ok && !training && (lark_copy_(mean, rm) || lark_copy_(var, rv))) ok = false;
+  if (ok && be->batch_norm_forward(out, xc, wc, bc, mean, var, rstd, outer, C, inner, eps, training)) ok = false;
+  if (ok && training) {
+    double n = (double)(outer * inner);
+    if (rm && update_running_device(rm, mean, momentum)) ok = false;
+    if (ok && rv) {
+      /* unbiased, as PyTorch keeps it: var * (n / (n - 1)), the CPU's product */
+      lark_tensor *unbiased = lark_binary_scalar(LARK_OP_MUL, var, n / (n - 1.0), false, false);
+      if (!unbiased || update_running_device(rv, unbiased, momentum)) ok = false;
+      lark_tensor_release(unbiased);
+    }
+  }
+  lark_tensor_release(wc);
+  lark_tensor_release(bc);
+  lark_tensor_release(var);
+  if (!ok) {
+    lark_tensor_release(out);
+    lark_tensor_release(xc);
+    lark_tensor_release(mean);
+    lark_tensor_release(rstd);
+    return NULL;
+  }
+  *mean_out = mean, *rstd_out = rstd, *xc_out = xc;
+  return out;
+}
+
 static lark_tensor *batch_norm_impl(const lark_tensor *x, lark_tensor *rm, lark_tensor *rv, const lark_tensor *w,
                                     const lark_tensor *b, bool training, double momentum, double eps,
                                     lark_tensor **mean_out, lark_tensor **rstd_out, lark_tensor **xc_out,
                                     int64_t dims[3]) {
   const char *op = "batch_norm";
-  if (check_input(op, x, 2, "(N, C, ...)")) return NULL;
+  if (check_input(op, x, 2, "(N, C, ...)", true)) return NULL;
   int64_t C = x->shape[1], outer = x->shape[0], inner = 1;
   for (int d = 2; d < x->ndim; d++) inner *= x->shape[d];
   dims[0] = outer, dims[1] = C, dims[2] = inner;
@@ -557,6 +638,8 @@ static lark_tensor *batch_norm_impl(const lark_tensor *x, lark_tensor *rm, lark_
   if (!(eps >= 0)) return lark_set_error(LARK_ERR_ARG, "batch_norm: eps must be >= 0, got %g", eps), NULL;
   if (training && (rm || rv) && !(momentum >= 0 && momentum <= 1))
     return lark_set_error(LARK_ERR_ARG, "batch_norm: momentum must be in [0, 1], got %g", momentum), NULL;
+  if (lark_tensor_device(x).kind != LARK_CPU)
+    return batch_norm_device(x, rm, rv, w, b, training, momentum, eps, mean_out, rstd_out, xc_out, dims);
   bool f64 = x->dtype == LARK_FLOAT64;
   lark_tensor *xc = lark_contiguous(x), *wc = w ? lark_contiguous(w) : NULL, *bc = b ? lark_contiguous(b) : NULL;
   lark_tensor *mean = lark_empty(1, &C, LARK_FLOAT64, NULL), *rstd = lark_empty(1, &C, LARK_FLOAT64, NULL);

@@ -4,7 +4,11 @@
  * item; each plane's kernel is the plain window loop, which is also its own reference (the specs
  * compare it with Lua loops and PyTorch). pad is built from views: fill the result with the value,
  * then copy the part of the input that survives; its gradient is pad of the gradient with the pads
- * negated (cropping what padding added, zero-filling what cropping removed). */
+ * negated (cropping what padding added, zero-filling what cropping removed).
+ *
+ * Tensors on a device go to their backend's pooling kernels (backend.h: avg_pool_forward,
+ * avg_pool_backward, max_pool_forward, max_pool_backward), which follow the loops below exactly;
+ * the checks, shapes and autograd records are the same on every device. */
 #include <math.h>
 #include <string.h>
 
@@ -124,7 +128,7 @@ DEFINE_POOL_TYPED(double, f64)
 
 /* ---- validation and geometry ---------------------------------------------------------------- */
 
-/* Checks a pooling input: float, CPU, 3-D (C, H, W) or 4-D (N, C, H, W). */
+/* Checks a pooling input: float, 3-D (C, H, W) or 4-D (N, C, H, W), on any device. */
 static int check_pool_input(const char *op, const lark_tensor *t) {
   if (!t) return lark_set_error(LARK_ERR_ARG, "%s: input is missing (expected a tensor)", op);
   if (lark_check_alive(op, t, "input")) return lark_error_code();
@@ -136,9 +140,24 @@ static int check_pool_input(const char *op, const lark_tensor *t) {
   if (!lark_dtype_is_float(t->dtype))
     return lark_set_error(LARK_ERR_DTYPE, "%s: input must be float32 or float64, got %s (convert with :float())", op,
                           lark_dtype_name(t->dtype));
-  if (lark_tensor_device(t).kind != LARK_CPU) return lark_backend_missing(op, lark_tensor_device(t));
   return 0;
 }
+
+/* The backend of a tensor off the CPU (NULL for the CPU), or NULL with "op: not implemented for
+ * <device>" set in *rc when it lacks the field `has` says. */
+static const lark_backend *device_backend(const char *op, const lark_tensor *t, bool (*has)(const lark_backend *),
+                                          int *rc) {
+  lark_device dev = lark_tensor_device(t);
+  *rc = 0;
+  if (dev.kind == LARK_CPU) return NULL;
+  const lark_backend *be = lark_backend_for(dev);
+  if (!be || !has(be)) *rc = lark_backend_missing(op, dev);
+  return *rc ? NULL : be;
+}
+static bool has_avg_forward(const lark_backend *be) { return be->avg_pool_forward != NULL; }
+static bool has_avg_backward(const lark_backend *be) { return be->avg_pool_backward != NULL; }
+static bool has_max_forward(const lark_backend *be) { return be->max_pool_forward != NULL; }
+static bool has_max_backward(const lark_backend *be) { return be->max_pool_backward != NULL; }
 
 static int pool_geometry(const char *op, const lark_tensor *t, const lark_pool2d_args *a, pool_geom *g) {
   if (check_pool_input(op, t)) return lark_error_code();
@@ -180,6 +199,21 @@ static int avg_backward(lark_node *n, const lark_tensor *g, lark_tensor **gin) {
   int nd = n->in_ndim[0];
   const int64_t *shape = n->in_shape[0];
   pool_geom pg = {shape[nd - 3] * (nd == 4 ? shape[0] : 1), shape[nd - 2], shape[nd - 1], n->iarg[7], n->iarg[8]};
+  int rc;
+  const lark_backend *be = device_backend(n->name, g, has_avg_backward, &rc);
+  if (rc) return rc;
+  if (be) { /* the device's kernel writes every element: no zeroing */
+    lark_device dev = lark_tensor_device(g);
+    lark_tensor *gc = lark_contiguous(g), *r = gc ? lark_empty(nd, shape, g->dtype, &dev) : NULL;
+    rc = !r ? lark_error_code() : lark_numel(r) > 0 ? be->avg_pool_backward(r, gc, &a, adaptive) : 0;
+    lark_tensor_release(gc);
+    if (rc) {
+      lark_tensor_release(r);
+      return rc;
+    }
+    gin[0] = r;
+    return 0;
+  }
   lark_tensor *gc = lark_contiguous(g), *r = gc ? lark_zeros(nd, shape, g->dtype, NULL) : NULL;
   if (!r) {
     lark_tensor_release(gc);
@@ -197,13 +231,27 @@ static lark_tensor *avg_pool(const char *op, const lark_tensor *input, const lar
   lark_tensor *x = NULL, *out = NULL;
   int64_t shape[4];
   out_shape(input, g, shape);
-  LARK_NO_GRAD(x = lark_contiguous(input); out = x ? lark_empty(input->ndim, shape, input->dtype, NULL) : NULL);
+  int rc;
+  const lark_backend *be = device_backend(op, input, has_avg_forward, &rc);
+  if (rc) return NULL;
+  lark_device dev = lark_tensor_device(input);
+  LARK_NO_GRAD(x = lark_contiguous(input);
+               out = x ? lark_empty(input->ndim, shape, input->dtype, be ? &dev : NULL) : NULL);
   if (!out) {
     lark_tensor_release(x);
     return NULL;
   }
-  if (input->dtype == LARK_FLOAT32) avg_forward_f32(lark_data_ptr(x), lark_data_ptr(out), g, a, adaptive);
-  else avg_forward_f64(lark_data_ptr(x), lark_data_ptr(out), g, a, adaptive);
+  if (be) {
+    if (lark_numel(out) > 0 && be->avg_pool_forward(out, x, a, adaptive)) {
+      lark_tensor_release(x);
+      lark_tensor_release(out);
+      return NULL;
+    }
+  } else if (input->dtype == LARK_FLOAT32) {
+    avg_forward_f32(lark_data_ptr(x), lark_data_ptr(out), g, a, adaptive);
+  } else {
+    avg_forward_f64(lark_data_ptr(x), lark_data_ptr(out), g, a, adaptive);
+  }
   lark_tensor_release(x);
   if (input->requires_grad) {
     lark_node *n = lark_node_new(op, avg_backward, 1, &input);
@@ -242,13 +290,31 @@ lark_tensor *lark_adaptive_avg_pool2d(const lark_tensor *input, int64_t out_h, i
 
 /* ---- max_pool2d ------------------------------------------------------------------------------ */
 
-/* saved: 0 the argmax indices (planes, Ho, Wo layout of the output) */
+/* saved: 0 the argmax indices (planes, Ho, Wo layout of the output); iarg: Ho, Wo, then kh, kw, sh,
+ * sw, ph, pw (the windows, which a device's gather visits) */
 static int max_backward(lark_node *n, const lark_tensor *g, lark_tensor **gin) {
   const lark_tensor *idx = lark_node_saved(n, 0);
   if (!idx) return lark_error_code();
   int nd = n->in_ndim[0];
   const int64_t *shape = n->in_shape[0];
   pool_geom pg = {shape[nd - 3] * (nd == 4 ? shape[0] : 1), shape[nd - 2], shape[nd - 1], n->iarg[0], n->iarg[1]};
+  int rc;
+  const lark_backend *be = device_backend(n->name, g, has_max_backward, &rc);
+  if (rc) return rc;
+  if (be) { /* the device's kernel writes every element: no zeroing */
+    lark_pool2d_args a = {(int)n->iarg[2], (int)n->iarg[3], (int)n->iarg[4], (int)n->iarg[5], (int)n->iarg[6],
+                          (int)n->iarg[7]};
+    lark_device dev = lark_tensor_device(g);
+    lark_tensor *gc = lark_contiguous(g), *r = gc ? lark_empty(nd, shape, g->dtype, &dev) : NULL;
+    rc = !r ? lark_error_code() : lark_numel(r) > 0 ? be->max_pool_backward(r, gc, idx, &a) : 0;
+    lark_tensor_release(gc);
+    if (rc) {
+      lark_tensor_release(r);
+      return rc;
+    }
+    gin[0] = r;
+    return 0;
+  }
   lark_tensor *gc = lark_contiguous(g), *r = gc ? lark_zeros(nd, shape, g->dtype, NULL) : NULL;
   if (!r) {
     lark_tensor_release(gc);
@@ -268,20 +334,36 @@ lark_tensor *lark_max_pool2d(const lark_tensor *input, const lark_pool2d_args *a
   lark_tensor *x = NULL, *out = NULL, *idx = NULL;
   int64_t shape[4];
   out_shape(input, &g, shape);
-  LARK_NO_GRAD(x = lark_contiguous(input); out = x ? lark_empty(input->ndim, shape, input->dtype, NULL) : NULL;
-               idx = out ? lark_empty(input->ndim, shape, LARK_INT64, NULL) : NULL);
+  int rc;
+  const lark_backend *be = device_backend("max_pool2d", input, has_max_forward, &rc);
+  if (rc) return NULL;
+  lark_device dev = lark_tensor_device(input);
+  const lark_device *on = be ? &dev : NULL;
+  LARK_NO_GRAD(x = lark_contiguous(input); out = x ? lark_empty(input->ndim, shape, input->dtype, on) : NULL;
+               idx = out ? lark_empty(input->ndim, shape, LARK_INT64, on) : NULL);
   if (!idx) {
     lark_tensor_release(x);
     lark_tensor_release(out);
     return NULL;
   }
-  if (input->dtype == LARK_FLOAT32) max_forward_f32(lark_data_ptr(x), lark_data_ptr(out), lark_data_ptr(idx), &g, a);
-  else max_forward_f64(lark_data_ptr(x), lark_data_ptr(out), lark_data_ptr(idx), &g, a);
+  if (be) {
+    if (lark_numel(out) > 0 && be->max_pool_forward(out, idx, x, a)) {
+      lark_tensor_release(x);
+      lark_tensor_release(out);
+      lark_tensor_release(idx);
+      return NULL;
+    }
+  } else if (input->dtype == LARK_FLOAT32) {
+    max_forward_f32(lark_data_ptr(x), lark_data_ptr(out), lark_data_ptr(idx), &g, a);
+  } else {
+    max_forward_f64(lark_data_ptr(x), lark_data_ptr(out), lark_data_ptr(idx), &g, a);
+  }
   lark_tensor_release(x);
   if (input->requires_grad) {
     lark_node *n = lark_node_new("max_pool2d", max_backward, 1, &input);
     if (n) {
-      n->iarg[0] = g.Ho, n->iarg[1] = g.Wo;
+      int64_t args[8] = {g.Ho, g.Wo, a->kh, a->kw, a->stride_h, a->stride_w, a->pad_h, a->pad_w};
+      memcpy(n->iarg, args, sizeof args);
       if (lark_node_save(n, idx)) {
         lark_node_release(n);
         lark_tensor_release(out);

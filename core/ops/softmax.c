@@ -158,13 +158,21 @@ static void loss_backward_cpu(const double *g_row /* (N) */, const void *logp /*
 
 /* ---- checks --------------------------------------------------------------------------------- */
 
-static int check_float(const char *op, const char *name, const lark_tensor *x) {
+/* Whether the backend of dev has softmax's kernels, and the losses' too when loss. */
+static bool has_kernels(lark_device dev, bool loss) {
+  const lark_backend *be = lark_backend_for(dev);
+  if (!be || !be->softmax_forward || !be->softmax_backward) return false;
+  return !loss || (be->loss_rows && be->loss_backward);
+}
+
+static int check_float(const char *op, const char *name, const lark_tensor *x, bool loss) {
   if (!x) return lark_set_error(LARK_ERR_ARG, "%s: %s is missing", op, name);
   if (lark_check_alive(op, x, name)) return lark_error_code();
   if (x->dtype != LARK_FLOAT32 && x->dtype != LARK_FLOAT64)
     return lark_set_error(LARK_ERR_DTYPE, "%s: %s must be float32 or float64, got %s", op, name,
                           lark_dtype_name(x->dtype));
-  if (lark_tensor_device(x).kind != LARK_CPU) return lark_backend_missing(op, lark_tensor_device(x));
+  lark_device dev = lark_tensor_device(x);
+  if (dev.kind != LARK_CPU && !has_kernels(dev, loss)) return lark_backend_missing(op, dev);
   return 0;
 }
 
@@ -177,15 +185,19 @@ static int softmax_backward(lark_node *n, const lark_tensor *g, lark_tensor **gi
   lark_scope s = {0};
   lark_tensor *gc = S_CAST(&s, g, y->dtype);
   gc = gc ? lark_scope_add(&s, lark_contiguous(gc)) : NULL;
-  if (gc && !(gin[0] = lark_empty(y->ndim, y->shape, y->dtype, NULL))) s.failed = true;
-  if (!s.failed)
+  lark_device dev = lark_tensor_device(y);
+  if (gc && !(gin[0] = lark_empty(y->ndim, y->shape, y->dtype, &dev))) s.failed = true;
+  if (!s.failed && dev.kind != LARK_CPU) {
+    if (lark_backend_for(dev)->softmax_backward(gin[0], gc, y, n->iarg[0], n->iarg[1], n->iarg[2], n->iarg[3] != 0))
+      s.failed = true;
+  } else if (!s.failed)
     softmax_backward_cpu(lark_data_ptr(gc), lark_data_ptr(y), lark_data_ptr(gin[0]), n->iarg[0], n->iarg[1],
                          n->iarg[2], n->iarg[3] != 0, y->dtype == LARK_FLOAT64);
   return lark_scope_end(&s, gin, 1);
 }
 
 static lark_tensor *softmax_impl(const char *op, const lark_tensor *x, int dim, bool logmode) {
-  if (check_float(op, "input", x)) return NULL;
+  if (check_float(op, "input", x, false)) return NULL;
   int nd = x->ndim ? x->ndim : 1; /* a 0-d tensor is one line of one element */
   int d = lark_wrap_dim(op, dim, nd);
   if (d < 0) return NULL;
@@ -193,10 +205,17 @@ static lark_tensor *softmax_impl(const char *op, const lark_tensor *x, int dim, 
   for (int i = 0; i < d && i < x->ndim; i++) outer *= x->shape[i];
   for (int i = d + 1; i < x->ndim; i++) inner *= x->shape[i];
   lark_tensor *out = NULL, *xc = NULL;
+  lark_device dev = lark_tensor_device(x);
   LARK_NO_GRAD({
     xc = lark_contiguous(x);
-    out = xc ? lark_empty(x->ndim, x->shape, x->dtype, NULL) : NULL;
-    if (out) softmax_forward_cpu(lark_data_ptr(xc), lark_data_ptr(out), outer, D, inner, logmode, x->dtype == LARK_FLOAT64);
+    out = xc ? lark_empty(x->ndim, x->shape, x->dtype, &dev) : NULL;
+    if (out && dev.kind != LARK_CPU) {
+      if (lark_backend_for(dev)->softmax_forward(out, xc, outer, D, inner, logmode)) {
+        lark_tensor_release(out);
+        out = NULL;
+      }
+    } else if (out)
+      softmax_forward_cpu(lark_data_ptr(xc), lark_data_ptr(out), outer, D, inner, logmode, x->dtype == LARK_FLOAT64);
   });
   lark_tensor_release(xc);
   if (out && x->requires_grad) {
@@ -227,6 +246,19 @@ static int loss_backward(lark_node *n, const lark_tensor *g, lark_tensor **gin) 
   lark_scope s = {0};
   lark_tensor *g64 = S_CAST(&s, g, LARK_FLOAT64);
   g64 = g64 ? lark_scope_add(&s, lark_contiguous(g64)) : NULL;
+  lark_device dev = lark_tensor_device(logp);
+  if (dev.kind != LARK_CPU) {
+    /* the device's kernel reads row n's gradient as g64[n * step] / div, as r[] is made below */
+    for (int i = 0; i < 2 && !s.failed; i++)
+      if (n->needs_grad[i] && !(i == 1 && index) && !(gin[i] = lark_empty(2, shape, logp->dtype, &dev)))
+        s.failed = true;
+    if (!s.failed &&
+        lark_backend_for(dev)->loss_backward(gin[0], gin[1], g64, red == LARK_REDUCTION_NONE ? 1 : 0,
+                                             red == LARK_REDUCTION_MEAN ? (double)N : 1.0, logp, index ? target : NULL,
+                                             index ? NULL : target, n->darg[0], n->iarg[3] != 0))
+      s.failed = true;
+    return lark_scope_end(&s, gin, 2);
+  }
   lark_tensor *rows = lark_scope_add(&s, lark_empty(1, &N, LARK_FLOAT64, NULL));
   for (int i = 0; i < 2 && !s.failed; i++)
     if (n->needs_grad[i] && !(i == 1 && index) && !(gin[i] = lark_empty(2, shape, logp->dtype, NULL))) s.failed = true;
@@ -242,11 +274,62 @@ static int loss_backward(lark_node *n, const lark_tensor *g, lark_tensor **gin) 
   return lark_scope_end(&s, gin, 2);
 }
 
+/* loss_impl on a non-CPU device, after its checks: the backend's log_softmax (cross entropy) and
+ * per-row losses, which also find a class index out of range; the reduction sums the float64 row
+ * losses with the device's reduction (in float64, in a different order than the CPU's loop) and
+ * rounds the total to the input's dtype once, as the CPU does. */
+static lark_tensor *loss_device(const char *op, const lark_tensor *input, const lark_tensor *target, double smoothing,
+                                lark_reduction red, bool logits, lark_tensor **logp_out, lark_tensor **target_out) {
+  lark_device dev = lark_tensor_device(input);
+  const lark_backend *be = lark_backend_for(dev);
+  bool index = target->dtype == LARK_INT64;
+  int64_t N = input->shape[0], C = input->shape[1], shape[2] = {N, C}, bad = -1, bad_value = 0;
+  lark_tensor *xc = lark_contiguous(input), *tc = lark_contiguous(target), *logp = NULL, *loss = NULL, *out = NULL;
+  if (!xc || !tc) goto fail;
+  if (logits) {
+    if (!(logp = lark_empty(2, shape, input->dtype, &dev))) goto fail;
+    if (be->softmax_forward(logp, xc, N, C, 1, true)) goto fail;
+  } else {
+    logp = lark_tensor_retain(xc);
+  }
+  if (!(loss = lark_empty(1, &N, LARK_FLOAT64, &dev))) goto fail;
+  if (be->loss_rows(loss, logp, index ? tc : NULL, index ? NULL : tc, logits ? smoothing : 0.0, &bad, &bad_value))
+    goto fail;
+  if (bad >= 0) {
+    lark_set_error(LARK_ERR_INDEX, "%s: target %lld (at position %lld) is out of range for %lld classes", op,
+                   (long long)bad_value, (long long)bad, (long long)C);
+    goto fail;
+  }
+  if (red == LARK_REDUCTION_NONE) {
+    out = lark_cast(loss, input->dtype);
+  } else {
+    lark_reduce_args args = {0};
+    lark_tensor *total = lark_reduce(LARK_RED_SUM, loss, &args), *mean = NULL;
+    /* N = 0 gives 0 / 0 = nan, as on the CPU */
+    if (total && red == LARK_REDUCTION_MEAN) mean = lark_binary_scalar(LARK_OP_DIV, total, (double)N, false, false);
+    out = red == LARK_REDUCTION_MEAN ? (mean ? lark_cast(mean, input->dtype) : NULL)
+                                     : (total ? lark_cast(total, input->dtype) : NULL);
+    lark_tensor_release(total);
+    lark_tensor_release(mean);
+  }
+  if (!out) goto fail;
+  lark_tensor_release(xc);
+  lark_tensor_release(loss);
+  *logp_out = logp, *target_out = tc;
+  return out;
+fail:
+  lark_tensor_release(xc);
+  lark_tensor_release(tc);
+  lark_tensor_release(logp);
+  lark_tensor_release(loss);
+  return NULL;
+}
+
 /* input (N, C) log-probabilities (nll) or logits (cross entropy). */
 static lark_tensor *loss_impl(const char *op, const lark_tensor *input, const lark_tensor *target, double smoothing,
                               lark_reduction red, bool logits, lark_tensor **logp_out, lark_tensor **target_out) {
   char b1[128], b2[128];
-  if (check_float(op, "input", input)) return NULL;
+  if (check_float(op, "input", input, true)) return NULL;
   if (input->ndim != 2)
     return lark_set_error(LARK_ERR_SHAPE, "%s: input must be 2-D (N, C), got shape %s", op,
                           lark_shape_str(input->ndim, input->shape, b1, sizeof b1)), NULL;
@@ -277,6 +360,8 @@ static lark_tensor *loss_impl(const char *op, const lark_tensor *input, const la
   }
   if (!lark_device_eq(lark_tensor_device(target), lark_tensor_device(input)))
     return lark_set_error(LARK_ERR_DEVICE, "%s: target must be on the input's device", op), NULL;
+  if (lark_tensor_device(input).kind != LARK_CPU)
+    return loss_device(op, input, target, smoothing, red, logits, logp_out, target_out);
   bool f64 = input->dtype == LARK_FLOAT64;
   int64_t shape[2] = {N, C};
   lark_tensor *xc = lark_contiguous(input), *tc = lark_contiguous(target), *logp = NULL, *loss = NULL, *out = NULL;

@@ -7,8 +7,10 @@
  * that sort; it finds them with a selection (O(n)) and sorts only those k. The full sort is the
  * reference the selection is tested against.
  *
- * CPU kernels only (static); other devices get lark_backend_missing(). Lines along dim are
- * independent: threads take whole lines, so results never depend on the number of threads. */
+ * The kernels here are the CPU's (static). Tensors on another device go, after the same checks, to
+ * the backend's topk and cumsum fields (contracts in backend.h; sort is topk with k = n), and to
+ * lark_backend_missing() when it lacks them. Lines along dim are independent: threads take whole
+ * lines, so results never depend on the number of threads. */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,7 +193,11 @@ static int sort_front(const char *op, const lark_tensor *t, int64_t k, int dim, 
     return lark_set_error(LARK_ERR_ARG, "%s: k = %lld is out of range for dim %d of size %lld (expected 0..%lld)", op,
                           (long long)k, dim + 1, (long long)n, (long long)n);
   lark_device dev = lark_tensor_device(t);
-  if (dev.kind != LARK_CPU) return lark_backend_missing(op, dev);
+  const lark_backend *be = NULL; /* another device's kernels; NULL on the CPU */
+  if (dev.kind != LARK_CPU) {
+    be = lark_backend_for(dev);
+    if (!be || !be->topk) return lark_backend_missing(op, dev);
+  }
   int64_t shape[LARK_MAX_DIMS];
   int nd = t->ndim;
   memcpy(shape, t->shape, sizeof(int64_t) * (size_t)nd);
@@ -199,7 +205,10 @@ static int sort_front(const char *op, const lark_tensor *t, int64_t k, int dim, 
   else if (k == 0) shape[nd++] = 0; /* topk(0) of a 0-d tensor: an empty 1-D result */
   lark_tensor *v = lark_empty(nd, shape, t->dtype, &dev), *ix = v ? lark_empty(nd, shape, LARK_INT64, &dev) : NULL;
   lark_tensor *t1 = ix ? at_least_1d(t) : NULL, *v1 = t1 ? at_least_1d(v) : NULL, *i1 = v1 ? at_least_1d(ix) : NULL;
-  int rc = i1 ? cpu_topk(t1, dim, k, desc, sorted, v1, i1) : lark_error_code();
+  int rc = !i1 ? lark_error_code()
+           : !be ? cpu_topk(t1, dim, k, desc, sorted, v1, i1)
+           : lark_numel(t1) == 0 || k == 0 ? 0 /* nothing to sort or pick */
+           : be->topk(t1, dim, k, desc, sorted, v1, i1);
   lark_tensor_release(t1);
   lark_tensor_release(v1);
   lark_tensor_release(i1);
@@ -300,15 +309,24 @@ static void cpu_cumsum(lark_tensor *out, const lark_tensor *t, int dim) {
 static lark_tensor *cumsum_impl(const lark_tensor *t, int dim) {
   if ((dim = lark_wrap_dim("cumsum", dim, t->ndim)) < 0) return NULL;
   lark_device dev = lark_tensor_device(t);
+  const lark_backend *be = NULL; /* another device's kernels; NULL on the CPU */
   if (dev.kind != LARK_CPU) {
-    lark_backend_missing("cumsum", dev);
-    return NULL;
+    be = lark_backend_for(dev);
+    if (!be || !be->cumsum) {
+      lark_backend_missing("cumsum", dev);
+      return NULL;
+    }
   }
   /* integer and bool sums would overflow their dtype quickly: they give int64, as in PyTorch */
   lark_dtype odt = lark_dtype_is_float(t->dtype) ? t->dtype : LARK_INT64;
   lark_tensor *out = lark_empty(t->ndim, t->shape, odt, &dev);
   lark_tensor *t1 = out ? at_least_1d(t) : NULL, *o1 = t1 ? at_least_1d(out) : NULL;
-  if (o1) cpu_cumsum(o1, t1, dim);
+  if (o1 && be) {
+    if (lark_numel(t1) > 0 && be->cumsum(o1, t1, dim)) {
+      lark_tensor_release(out);
+      out = NULL;
+    }
+  } else if (o1) cpu_cumsum(o1, t1, dim);
   else {
     lark_tensor_release(out);
     out = NULL;

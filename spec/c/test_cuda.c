@@ -417,9 +417,9 @@ static void test_errors(void) {
   r = g ? lark_matmul(c, g) : NULL;
   expect_error("matmul across devices", r == NULL, "matmul: the first operand is on cpu but the second operand is on cuda:0");
   lark_tensor_release(r);
-  /* ops this backend does not have yet say so */
+  /* cumsum, once an op this backend lacked, runs (test_device_dispatch.c checks a missing kernel's error) */
   r = g ? lark_cumsum(g, 0) : NULL;
-  expect_error("cumsum on cuda", r == NULL, "cumsum: not implemented for cuda");
+  CHECK(r != NULL, "cumsum on cuda");
   lark_tensor_release(r);
   /* a device ordinal that is not there */
   lark_device missing = {LARK_CUDA, (int8_t)lark_cuda_device_count()};
