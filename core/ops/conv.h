@@ -1,6 +1,7 @@
 /*
  * conv.h: dense and grouped 2-D convolution (im2col + GEMM), pooling and constant padding, NCHW,
- * float32 and float64, on the CPU, with autograd.
+ * float32 and float64, on the CPU and (through the backend's im2col/col2im and pooling kernels,
+ * cuBLAS for the GEMMs) on a GPU, with autograd.
  *
  * core/lark.h includes this header.
  *
