@@ -1,6 +1,7 @@
 /*
  * dwconv.h: the depth-wise 2-D convolution (groups == channels, channel multiplier 1), NCHW,
- * float32 and float64, on the CPU (and, through dwconv_device.c, on a GPU): forward, gradient of the input, gradient of the weight.
+ * float32 and float64, on the CPU (and, through dwconv_device.c, on a GPU): forward, gradient of
+ * the input, gradient of the weight.
  *
  * core/lark.h includes this header.
  *
