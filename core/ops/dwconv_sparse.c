@@ -21,6 +21,13 @@
  * way (wg): kernel columns with the same live rows in a block of GR kernel rows share each loaded
  * input vector among those rows, and each loaded grad_out vector among the columns.
  *
+ * Tried and measured (examples/bench/sparse_dwconv.lua, 2-core AVX-512): per-kernel-row tap lists
+ * with one load per live tap and output row (load-bound, about 2x the dense cost per live tap);
+ * shifted vectors from aligned loads with vpermt2ps instead of unaligned loads (slower: the
+ * permutes compete with the FMAs for port 5); in the weight gradient, per-row blocks of live taps
+ * (0.45x dense at full density) and interleaved row phases (no gain). Not tried: tiles of 8 rows,
+ * whose loads would feed twice as many taps but need 255 pattern loops.
+ *
  * Only stride 1, dilation 1 runs here; other parameters take the dense kernels on weight * mask
  * (correct, not faster). The plain reference is the dense reference on weight * mask
  * (spec/dwconv_sparse_spec.lua compares both paths with it on awkward shapes).
