@@ -8,18 +8,6 @@
 -- additions (see cuda/reduce.cu) or of CUDA's log and cos (random.cu). Without a CUDA device every
 -- describe below is pending with a message saying so.
 
-local has_cuda = lark.cuda.is_available()
-
--- describe(name, body) on a machine with a GPU; a pending entry naming the block without one
-local function gpu_describe(name, body)
-  describe(name, function()
-    if not has_cuda then
-      pending("no CUDA device (lark.cuda.is_available() is false): GPU parity specs of " .. name .. " skipped")
-      return
-    end
-    body()
-  end)
-end
 
 local FLOATS = {"float32", "float64"}
 local ALL_DTYPES = {"float32", "float64", "int64", "uint8", "bool"}

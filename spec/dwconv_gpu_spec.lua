@@ -12,18 +12,7 @@ local has_cuda = lark.cuda.is_available()
 local TOL = {float32 = 2e-5, float64 = 1e-12}
 
 -- max |got - want| over max(1, max |want|), both brought to the CPU in float64
-local function rel_err(got, want)
-  local g, w = got:cpu():double(), want:cpu():double()
-  local scale = math.max(1, w:abs():max():item())
-  return (g - w):abs():max():item() / scale
-end
-
-local function expect_close(what, got, want, tol)
-  assert.are.equal("cuda:0", got:device(), what .. ": result not on the GPU")
-  assert.are.same(shape_of(want), shape_of(got), what .. ": shape")
-  local e = rel_err(got, want)
-  assert.is_true(e <= tol, string.format("%s: relative error %.3g > %.3g", what, e, tol))
-end
+local expect_close = expect_gpu_close -- spec/helper.lua
 
 -- {label, N, C, H, W, kh, kw, options}
 local cases = {

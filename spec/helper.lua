@@ -308,3 +308,44 @@ function run_python_keyed(script)
   end
   return res, table.concat(lines, "\n")
 end
+
+-- ---- GPU parity ---------------------------------------------------------------------------------
+
+--- gpu_describe(name, body): describe(name, body) where a CUDA device answers; without one, a
+-- pending entry naming the block, so a CPU-only run shows what it skipped.
+function gpu_describe(name, body)
+  local busted = require "busted" -- describe and pending live in the specs' environment, not here
+  busted.describe(name, function()
+    if not lark.cuda.is_available() then
+      busted.pending("no CUDA device (lark.cuda.is_available() is false): GPU parity specs of " .. name .. " skipped")
+      return
+    end
+    body()
+  end)
+end
+
+--- gpu_rel_err(got, want): the largest |got - want| over max(1, the largest finite |want|), any
+-- devices; NaN where want is NaN must be NaN in got (else the result is NaN), equal infinities count 0.
+function gpu_rel_err(got, want)
+  local g, w = got:cpu():double(), want:cpu():double()
+  if w:numel() == 0 then return 0 end
+  local gn, wn = g:ne(g), w:ne(w)
+  if not gn:eq(wn):all():item() then return 0 / 0 end
+  local zero = lark.zeros({}, {dtype = "float64"})
+  g, w = lark.where(wn, zero, g), lark.where(wn, zero, w)
+  local diff = lark.where(g:eq(w), zero, (g - w):abs())
+  local wa = w:abs()
+  local scale = math.max(1, lark.where(wa:eq(math.huge), zero, wa):max():item())
+  return diff:max():item() / scale
+end
+
+--- expect_gpu_close(what, got, want, tol): got (a GPU tensor) matches want (its CPU twin): on
+-- cuda:0, same dtype and shape, gpu_rel_err within tol.
+function expect_gpu_close(what, got, want, tol)
+  assert.is_not_nil(got, what .. ": no result")
+  assert.are.equal("cuda:0", got:device(), what .. ": result not on the GPU")
+  assert.are.equal(want:dtype(), got:dtype(), what .. ": dtype")
+  assert.are.same(shape_of(want), shape_of(got), what .. ": shape")
+  local e = gpu_rel_err(got, want)
+  assert.is_true(e <= tol, string.format("%s: relative error %.3g > %.3g", what, e, tol))
+end

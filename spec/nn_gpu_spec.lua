@@ -16,52 +16,18 @@
 local nn = require "lark.nn"
 local F = nn.functional
 
-local has_cuda = lark.cuda.is_available()
-
--- describe(name, body) on a machine with a GPU; a pending entry naming the block without one
-local function gpu_describe(name, body)
-  describe(name, function()
-    if not has_cuda then
-      pending("no CUDA device (lark.cuda.is_available() is false): GPU parity specs of " .. name .. " skipped")
-      return
-    end
-    body()
-  end)
-end
 
 -- every move to the GPU goes through these (one place to read what "the GPU copy" means)
 local function to_gpu(t) return t:cuda() end
 local function is_gpu(t) return t:device() ~= "cpu" end
 local function model_to_gpu(m) return m:cuda() end
-local GPU_DEVICE = "cuda:0"
 
 local FLOATS = {"float32", "float64"}
 local TOL = {float32 = 2e-5, float64 = 1e-11}
 
 -- max |got - want| over max(1, max finite |want|), both in float64 on the CPU: NaN must meet NaN
 -- (else the error is NaN) and an infinity the same infinity (else it is infinite)
-local function rel_err(got, want)
-  local g, w = got:cpu():double(), want:cpu():double()
-  if w:numel() == 0 then return 0 end
-  local gn, wn = g:ne(g), w:ne(w) -- NaN masks
-  if not gn:eq(wn):all():item() then return 0 / 0 end
-  local zero = lark.zeros({}, {dtype = "float64"})
-  g, w = lark.where(wn, zero, g), lark.where(wn, zero, w)
-  local diff = lark.where(g:eq(w), zero, (g - w):abs()) -- equal infinities differ by 0, not NaN
-  local wa = w:abs()
-  local scale = math.max(1, lark.where(wa:eq(math.huge), zero, wa):max():item())
-  return diff:max():item() / scale
-end
-
--- got (a GPU tensor) matches want (its CPU twin): device, dtype, shape, values within tol
-local function expect_close(what, got, want, tol)
-  assert.is_not_nil(got, what .. ": no result")
-  assert.are.equal(GPU_DEVICE, got:device(), what .. ": result not on the GPU")
-  assert.are.equal(want:dtype(), got:dtype(), what .. ": dtype")
-  assert.are.same(shape_of(want), shape_of(got), what .. ": shape")
-  local e = rel_err(got, want)
-  assert.is_true(e <= tol, string.format("%s: relative error %.3g > %.3g", what, e, tol))
-end
+local expect_close = expect_gpu_close -- spec/helper.lua
 
 -- A CPU leaf of shape (normal values, seeded by gen) and its GPU copy, both requiring grad when
 -- grad is true (each is a leaf of its own graph).

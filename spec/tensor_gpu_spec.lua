@@ -12,17 +12,6 @@
 -- block (2048), lines that need merge passes, prefix sums over more than one level of tiles.
 -- Without a CUDA device every describe below is pending with a message saying so.
 
-local has_cuda = lark.cuda.is_available()
-
-local function gpu_describe(name, body)
-  describe(name, function()
-    if not has_cuda then
-      pending("no CUDA device (lark.cuda.is_available() is false): GPU parity specs of " .. name .. " skipped")
-      return
-    end
-    body()
-  end)
-end
 
 local ALL_DTYPES = {"float32", "float64", "int64", "uint8", "bool"}
 

@@ -16,16 +16,6 @@ local data = require "lark.data"
 
 local has_cuda = lark.cuda.is_available()
 
-local function gpu_describe(name, body)
-  describe(name, function()
-    if not has_cuda then
-      pending("no CUDA device (lark.cuda.is_available() is false): GPU training specs of " .. name .. " skipped")
-      return
-    end
-    body()
-  end)
-end
-
 train.datasets["synthetic-28"] = function(cfg)
   local gen = lark.Generator(99)
   local function make(n)
