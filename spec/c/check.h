@@ -145,4 +145,31 @@ static inline void fill_uniform(lark_tensor *t, double lo, double hi) {
   while (next_coord(t->ndim, t->shape, c));
 }
 
+/* got (on a device; read through one host copy) equals want (CPU): dtype, shape, and values (within
+ * tol * (1 + |want|), or equal). The device dispatch tests compare every device result this way. */
+static inline void expect_on_device(const char *what, const lark_tensor *got, const lark_tensor *want, double tol) {
+  char a[128], b[128];
+  CHECK(got && want, "%s: no result", what);
+  if (!got || !want) return;
+  CHECK(lark_tensor_device(got).kind != LARK_CPU, "%s: the result is not on the device", what);
+  CHECK(got->dtype == want->dtype, "%s: dtype %s, expected %s", what, lark_dtype_name(got->dtype),
+        lark_dtype_name(want->dtype));
+  bool same_shape = got->ndim == want->ndim && !memcmp(got->shape, want->shape, sizeof(int64_t) * (size_t)got->ndim);
+  CHECK(same_shape, "%s: shape %s, expected %s", what, lark_shape_str(got->ndim, got->shape, a, sizeof a),
+        lark_shape_str(want->ndim, want->shape, b, sizeof b));
+  if (!same_shape) return;
+  lark_tensor *host = lark_to(got, got->dtype, &LARK_DEVICE_CPU);
+  CHECK(host != NULL, "%s: copy to the host", what);
+  if (!host) return;
+  int64_t n = lark_numel(want), bad = -1;
+  double x = 0, y = 0;
+  for (int64_t i = 0; i < n && bad < 0; i++) {
+    x = get_flat(host, i);
+    y = get_flat(want, i);
+    if (!(near(x, y, tol) || x == y)) bad = i;
+  }
+  lark_tensor_release(host);
+  CHECK(bad < 0, "%s: element %lld is %.17g, expected %.17g", what, (long long)bad, x, y);
+}
+
 #endif

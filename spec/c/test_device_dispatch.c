@@ -234,28 +234,6 @@ static void install(void) {
 
 static lark_tensor *to_dev(const lark_tensor *t) { return lark_to(t, t->dtype, &DEV); }
 
-/* got (on the device) equals want (CPU): dtype, shape, and values (floats within tol * (1 + |want|)). */
-static void expect_same(const char *what, const lark_tensor *got, const lark_tensor *want, double tol) {
-  char a[128], b[128];
-  CHECK(got && want, "%s: no result", what);
-  if (!got || !want) return;
-  CHECK(lark_tensor_device(got).kind == LARK_CUDA, "%s: the result is not on the device", what);
-  CHECK(got->dtype == want->dtype, "%s: dtype %s, expected %s", what, lark_dtype_name(got->dtype),
-        lark_dtype_name(want->dtype));
-  bool same_shape = got->ndim == want->ndim && !memcmp(got->shape, want->shape, sizeof(int64_t) * (size_t)got->ndim);
-  CHECK(same_shape, "%s: shape %s, expected %s", what, lark_shape_str(got->ndim, got->shape, a, sizeof a),
-        lark_shape_str(want->ndim, want->shape, b, sizeof b));
-  if (!same_shape) return;
-  int64_t n = lark_numel(want), bad = -1;
-  double x = 0, y = 0;
-  for (int64_t i = 0; i < n && bad < 0; i++) {
-    x = get_flat(got, i);
-    y = get_flat(want, i);
-    if (!(near(x, y, tol) || (x == y))) bad = i;
-  }
-  CHECK(bad < 0, "%s: element %lld is %.17g, expected %.17g", what, (long long)bad, x, y);
-}
-
 /* A CPU tensor of shape with values of dt that every op handles: floats uniform in [-2, 2), int64
  * in [-5, 5], uint8 in [0, 9], bools; ties are common in the integers. */
 static lark_tensor *sample(int nd, const int64_t *shape, lark_dtype dt) {
@@ -323,7 +301,7 @@ static void test_reductions(void) {
                   lark_tensor_release(got);
                   continue;
                 }
-                expect_same(what, got, want, dt == LARK_FLOAT32 ? 1e-6 : 1e-12);
+                expect_on_device(what, got, want, dt == LARK_FLOAT32 ? 1e-6 : 1e-12);
                 lark_tensor_release(want);
                 lark_tensor_release(got);
               }
@@ -337,22 +315,22 @@ static void test_reductions(void) {
             snprintf(what, sizeof what, "%s shape %d view %d dim %d keep %d", lark_dtype_name(dt), (int)si, vk, d, keep);
             int dim = d < 0 ? LARK_ALL_DIMS : d;
             lark_tensor *wi = lark_argmax(cv, dim, keep), *gi = lark_argmax(gv, dim, keep);
-            expect_same(what, gi, wi, 0);
+            expect_on_device(what, gi, wi, 0);
             lark_tensor_release(wi);
             lark_tensor_release(gi);
             wi = lark_argmin(cv, dim, keep), gi = lark_argmin(gv, dim, keep);
-            expect_same(what, gi, wi, 0);
+            expect_on_device(what, gi, wi, 0);
             lark_tensor_release(wi);
             lark_tensor_release(gi);
             if (d < 0) continue;
             lark_tensor *wv, *gvv;
             CHECK(lark_max_dim(cv, d, keep, &wv, &wi) == 0 && lark_max_dim(gv, d, keep, &gvv, &gi) == 0, "%s: max_dim", what);
-            expect_same(what, gvv, wv, 0);
-            expect_same(what, gi, wi, 0);
+            expect_on_device(what, gvv, wv, 0);
+            expect_on_device(what, gi, wi, 0);
             lark_tensor_release(wv), lark_tensor_release(wi), lark_tensor_release(gvv), lark_tensor_release(gi);
             CHECK(lark_min_dim(cv, d, keep, &wv, &wi) == 0 && lark_min_dim(gv, d, keep, &gvv, &gi) == 0, "%s: min_dim", what);
-            expect_same(what, gvv, wv, 0);
-            expect_same(what, gi, wi, 0);
+            expect_on_device(what, gvv, wv, 0);
+            expect_on_device(what, gi, wi, 0);
             lark_tensor_release(wv), lark_tensor_release(wi), lark_tensor_release(gvv), lark_tensor_release(gi);
           }
         lark_tensor_release(cv);
@@ -414,7 +392,7 @@ static void test_random(void) {
         CHECK(draws[k](cv, &gc) == 0 && draws[k](gv, &gg) == 0, "draw %d %s", k, lark_dtype_name(dt));
         char what[64];
         snprintf(what, sizeof what, "draw %d %s strided %d", k, lark_dtype_name(dt), strided);
-        expect_same(what, g, c, 0);
+        expect_on_device(what, g, c, 0);
         CHECK(gc.offset == gg.offset && gg.offset == (1ull << 32) - 20 + 63, "%s: offsets %llu and %llu", what,
               (unsigned long long)gc.offset, (unsigned long long)gg.offset);
         lark_tensor_release(cv), lark_tensor_release(gv), lark_tensor_release(c), lark_tensor_release(g);
@@ -432,7 +410,7 @@ static void test_random(void) {
   lark_generator_init(&gc, 5);
   lark_generator_init(&gg, 5);
   lark_tensor *wc = lark_bernoulli(pct, &gc), *wg = lark_bernoulli(pgt, &gg);
-  expect_same("bernoulli(p transposed)", wg, wc, 0);
+  expect_on_device("bernoulli(p transposed)", wg, wc, 0);
   CHECK(gc.offset == 63 && gg.offset == 63, "bernoulli advances by numel");
   lark_tensor_release(wc), lark_tensor_release(wg);
   data_set(pc, 20, 1.5); /* pc (2, 2), which is (2, 2) of the 9x7 transpose: its element 2 * 7 + 2 + 1 = 17 */
@@ -454,7 +432,7 @@ static void test_random(void) {
   lark_generator_init(&gg, 9);
   lark_tensor *c = lark_zeros(2, shape, LARK_FLOAT32, NULL), *g = lark_zeros(2, shape, LARK_FLOAT32, &DEV);
   CHECK(lark_normal_(c, 0, 1, &gc) == 0 && lark_normal_(g, 0, 1, &gg) == 0, "normal_ without random_fill");
-  expect_same("normal_ without random_fill", g, c, 0);
+  expect_on_device("normal_ without random_fill", g, c, 0);
   CHECK(gc.offset == gg.offset, "offsets without random_fill");
   lark_tensor_release(c), lark_tensor_release(g);
   fake.random_fill = fake_random_fill;
@@ -499,17 +477,17 @@ static void test_optim(void) {
     for (int i = 0; i < n; i++) {
       char what[64];
       snprintf(what, sizeof what, "%s parameter %d", lark_dtype_name(dt), i);
-      expect_same(what, pg[i], pc[i], tol);
-      expect_same(what, bg[i], bc[i], tol); /* made on the device (expect_same checks) */
-      expect_same(what, mg[i], mc[i], tol);
-      expect_same(what, vg[i], vc[i], tol);
-      expect_same(what, wg[i], wc[i], tol);
+      expect_on_device(what, pg[i], pc[i], tol);
+      expect_on_device(what, bg[i], bc[i], tol); /* made on the device (expect_on_device checks) */
+      expect_on_device(what, mg[i], mc[i], tol);
+      expect_on_device(what, vg[i], vc[i], tol);
+      expect_on_device(what, wg[i], wc[i], tol);
     }
     /* lerp (both branches) and the total norm */
     for (int wi = 0; wi < 2; wi++) {
       double w = wi ? 0.7 : 0.01;
       CHECK(lark_lerp_list_(n, pc, mc, w, NULL) == 0 && lark_lerp_list_(n, pg, mg, w, NULL) == 0, "lerp");
-      for (int i = 0; i < n; i++) expect_same("lerp", pg[i], pc[i], tol);
+      for (int i = 0; i < n; i++) expect_on_device("lerp", pg[i], pc[i], tol);
     }
     static const double ps[] = {2, 1, 3, INFINITY};
     for (int k = 0; k < 4; k++) {

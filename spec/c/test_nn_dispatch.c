@@ -323,28 +323,6 @@ static void install(void) {
 
 static lark_tensor *to_dev(const lark_tensor *t) { return t ? lark_to(t, t->dtype, &DEV) : NULL; }
 
-/* got (on the device) equals want (CPU): dtype, shape, and values (within tol * (1 + |want|)). */
-static void expect_same(const char *what, const lark_tensor *got, const lark_tensor *want, double tol) {
-  char a[128], b[128];
-  CHECK(got && want, "%s: no result", what);
-  if (!got || !want) return;
-  CHECK(lark_tensor_device(got).kind == LARK_CUDA, "%s: the result is not on the device", what);
-  CHECK(got->dtype == want->dtype, "%s: dtype %s, expected %s", what, lark_dtype_name(got->dtype),
-        lark_dtype_name(want->dtype));
-  bool same_shape = got->ndim == want->ndim && !memcmp(got->shape, want->shape, sizeof(int64_t) * (size_t)got->ndim);
-  CHECK(same_shape, "%s: shape %s, expected %s", what, lark_shape_str(got->ndim, got->shape, a, sizeof a),
-        lark_shape_str(want->ndim, want->shape, b, sizeof b));
-  if (!same_shape) return;
-  int64_t n = lark_numel(want), bad = -1;
-  double x = 0, y = 0;
-  for (int64_t i = 0; i < n && bad < 0; i++) {
-    x = get_flat(got, i);
-    y = get_flat(want, i);
-    if (!(near(x, y, tol) || x == y)) bad = i;
-  }
-  CHECK(bad < 0, "%s: element %lld is %.17g, expected %.17g", what, (long long)bad, x, y);
-}
-
 static lark_tensor *sample(int nd, const int64_t *shape, lark_dtype dt, double lo, double hi) {
   lark_tensor *t = lark_empty(nd, shape, dt, NULL);
   for (int64_t i = 0, n = lark_numel(t); i < n; i++) data_set(t, i, lo + (hi - lo) * rand_unit());
@@ -373,7 +351,7 @@ static void parity(const char *what, int n, lark_tensor *const *cin, const bool 
   lark_tensor *yc = f(cin, false, ctx), *yd = f(din, true, ctx);
   char buf[256];
   snprintf(buf, sizeof buf, "%s: forward", what);
-  expect_same(buf, yd, yc, tol);
+  expect_on_device(buf, yd, yc, tol);
   if (yc && yd && nl > 0) {
     lark_tensor *dir = sample(yc->ndim, yc->shape, yc->dtype, -1, 1), *dird = to_dev(dir);
     lark_tensor *pc = lark_mul(yc, dir), *pd = lark_mul(yd, dird);
@@ -382,7 +360,7 @@ static void parity(const char *what, int n, lark_tensor *const *cin, const bool 
     CHECK(lark_backward(ld, NULL, false, nl, dl, dg) == 0, "%s: device backward", what);
     for (int i = 0; i < nl; i++) {
       snprintf(buf, sizeof buf, "%s: gradient of input %d", what, i);
-      expect_same(buf, dg[i], cg[i], tol);
+      expect_on_device(buf, dg[i], cg[i], tol);
       lark_tensor_release(cg[i]), lark_tensor_release(dg[i]);
     }
     lark_tensor_release(dir), lark_tensor_release(dird), lark_tensor_release(pc), lark_tensor_release(pd);
@@ -457,9 +435,9 @@ static void test_norms(void) {
             /* the running statistics: the same float64 arithmetic on both sides */
             char w2[200];
             snprintf(w2, sizeof w2, "%s: running_mean", what);
-            expect_same(w2, b.rm[1], b.rm[0], dt == LARK_FLOAT32 ? 1e-6 : 1e-14);
+            expect_on_device(w2, b.rm[1], b.rm[0], dt == LARK_FLOAT32 ? 1e-6 : 1e-14);
             snprintf(w2, sizeof w2, "%s: running_var", what);
-            expect_same(w2, b.rv[1], b.rv[0], dt == LARK_FLOAT32 ? 1e-6 : 1e-14);
+            expect_on_device(w2, b.rv[1], b.rv[0], dt == LARK_FLOAT32 ? 1e-6 : 1e-14);
           }
           for (int k = 0; k < 2; k++) lark_tensor_release(b.rm[k]), lark_tensor_release(b.rv[k]);
         }
@@ -478,11 +456,11 @@ static void test_norms(void) {
   lark_tensor *w2 = sample(2, (int64_t[]){4, 2}, LARK_FLOAT64, -1, 1), *wcol = lark_select(w2, 1, 1);
   lark_tensor *wd2 = to_dev(w2), *wdcol = lark_select(wd2, 1, 1);
   lark_tensor *want = lark_layer_norm(xt, wcol, NULL, 1e-5), *got = lark_layer_norm(xdt, wdcol, NULL, 1e-5);
-  expect_same("layer_norm of views", got, want, 1e-12);
+  expect_on_device("layer_norm of views", got, want, 1e-12);
   lark_tensor_release(want), lark_tensor_release(got);
   want = lark_batch_norm(xt, NULL, NULL, NULL, NULL, true, 0.1, 1e-5);
   got = lark_batch_norm(xdt, NULL, NULL, NULL, NULL, true, 0.1, 1e-5);
-  expect_same("batch_norm of views", got, want, 1e-12);
+  expect_on_device("batch_norm of views", got, want, 1e-12);
   lark_tensor_release(want), lark_tensor_release(got);
   (void)C;
 
