@@ -239,6 +239,8 @@ typedef struct lark_backend {
 /* flags of the dwconv fields */
 #define LARK_DWCONV_REFERENCE 1u  /* the plain kernel, for tests */
 #define LARK_DWCONV_ACCUMULATE 2u /* out += result */
+#define LARK_DWCONV_TF32 4u       /* float32 on TF32 tensor cores, when the backend has them */
+#define LARK_DWCONV_BF16 8u       /* float32 on BF16 tensor cores (float32 accumulation) */
 /* flag of the im2col field */
 #define LARK_IM2COL_TAP_MAJOR 1u  /* col (C*kh*kw, nb, Ho*Wo): one row per tap across the chunk */
 

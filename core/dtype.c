@@ -17,6 +17,22 @@ size_t lark_dtype_size(lark_dtype dt) { return (unsigned)dt < LARK_NDTYPES ? dty
 const char *lark_dtype_name(lark_dtype dt) { return (unsigned)dt < LARK_NDTYPES ? dtype_info[dt].name : "?"; }
 bool lark_dtype_is_float(lark_dtype dt) { return dt == LARK_FLOAT32 || dt == LARK_FLOAT64; }
 
+/* Atomic: a data-loader thread may read it while the main thread sets it. */
+static _Atomic int float32_precision = LARK_PRECISION_HIGHEST;
+static const char *const precision_names[] = {"highest", "high", "medium"};
+
+int lark_set_float32_precision(const char *name) {
+  for (int i = 0; i < 3; i++)
+    if (name && strcmp(name, precision_names[i]) == 0) {
+      float32_precision = i;
+      return 0;
+    }
+  return lark_set_error(LARK_ERR_ARG, "set_float32_matmul_precision: expected 'highest', 'high' or 'medium', got '%s'",
+                        name ? name : "(null)");
+}
+lark_precision lark_float32_precision(void) { return (lark_precision)float32_precision; }
+const char *lark_float32_precision_name(void) { return precision_names[float32_precision]; }
+
 int lark_dtype_from_name(const char *s) {
   static const struct {
     const char *alias;

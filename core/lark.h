@@ -80,6 +80,17 @@ bool lark_dtype_is_float(lark_dtype dt);
 /* The dtype of a binary op on a and b: bool < uint8 < int64 < float32 < float64. */
 lark_dtype lark_promote(lark_dtype a, lark_dtype b);
 
+/* How float32 products may be computed on a GPU, as PyTorch's torch.set_float32_matmul_precision:
+ * HIGHEST (the default) is exact float32; HIGH allows TF32 tensor cores (10-bit mantissas,
+ * float32 sums); MEDIUM allows BF16 tensor cores (8-bit mantissas, float32 sums). It governs
+ * cuBLAS products (matmul, conv2d) and the depth-wise convolution on CUDA tensors; the CPU and
+ * float64 are always exact. One setting per process. */
+typedef enum { LARK_PRECISION_HIGHEST = 0, LARK_PRECISION_HIGH = 1, LARK_PRECISION_MEDIUM = 2 } lark_precision;
+/* "highest", "high" or "medium"; anything else is LARK_ERR_ARG and leaves the setting alone. */
+int lark_set_float32_precision(const char *name);
+lark_precision lark_float32_precision(void);
+const char *lark_float32_precision_name(void);
+
 typedef enum { LARK_CPU = 0, LARK_CUDA = 1, LARK_NDEVICE_KINDS } lark_device_kind;
 
 typedef struct {

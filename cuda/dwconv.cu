@@ -1,6 +1,7 @@
 /*
  * dwconv.cu: the depth-wise 2-D convolution on the GPU, float32 and float64, exact (plain FMAs, no
- * TF32): forward, input gradient and weight gradient. Contracts in core/backend.h (the dwconv_*
+ * TF32): forward, input gradient and weight gradient. When the flags ask for TF32 or BF16 (the
+ * user lowered lark.set_float32_matmul_precision), float32 goes to cuda/dwconv_tc.cu first. Contracts in core/backend.h (the dwconv_*
  * fields), formulas in core/ops/dwconv.h; core/ops/dwconv_device.c validates and calls these.
  *
  * Three kinds of kernel:
@@ -770,6 +771,11 @@ static int forward(const char *op, lark_tensor *out, const lark_tensor *input, c
   const T *b = bias ? (const T *)lark_data_ptr(bias) : NULL;
   T *y = (T *)lark_data_ptr(out);
   const bool empty_input = h == 0 || w == 0; /* every tap reads padding: the plain kernels read nothing */
+  if constexpr (sizeof(T) == 4) {
+    bool handled = false;
+    int rc = lark_cuda_dwconv_tc_corr(op, input, weight, bias, out, p, false, flags, &handled);
+    if (rc || handled) return rc;
+  }
   if (!(flags & LARK_DWCONV_REFERENCE) && !empty_input && unit_stride(p) && tiled_sizes_ok(h, w, ho, wo, p)) {
     device_info dev;
     if (query_device(op, &dev)) return lark_error_code();
@@ -797,6 +803,11 @@ static int backward_input(const char *op, lark_tensor *grad_in, const lark_tenso
   const int64_t ho = grad_out->shape[2], wo = grad_out->shape[3];
   const T *gy = (const T *)lark_data_ptr(grad_out), *wt = (const T *)lark_data_ptr(weight);
   T *gx = (T *)lark_data_ptr(grad_in);
+  if constexpr (sizeof(T) == 4) {
+    bool handled = false;
+    int rc = lark_cuda_dwconv_tc_corr(op, grad_out, weight, NULL, grad_in, p, true, flags, &handled);
+    if (rc || handled) return rc;
+  }
   if (!(flags & LARK_DWCONV_REFERENCE) && unit_stride(p) && tiled_sizes_ok(h, w, ho, wo, p)) {
     device_info dev;
     if (query_device(op, &dev)) return lark_error_code();
@@ -908,6 +919,11 @@ static int backward_weight(const char *op, lark_tensor *grad_w, const lark_tenso
   const T *gy = (const T *)lark_data_ptr(grad_out), *x = (const T *)lark_data_ptr(input);
   T *gw = (T *)lark_data_ptr(grad_w);
   const bool accumulate = (flags & LARK_DWCONV_ACCUMULATE) != 0;
+  if constexpr (sizeof(T) == 4) {
+    bool handled = false;
+    int rc = lark_cuda_dwconv_tc_backward_weight(op, grad_w, grad_out, input, p, flags, &handled);
+    if (rc || handled) return rc;
+  }
   if (!(flags & LARK_DWCONV_REFERENCE) && unit_stride(p) && tiled_sizes_ok(h, w, ho, wo, p)) {
     device_info dev;
     if (query_device(op, &dev)) return lark_error_code();

@@ -11,6 +11,9 @@
  * operand that is already column-major (a transposed view) is read in place with CUBLAS_OP_T. Every
  * batch stride is uniform (the operands are 3-D views), so one strided-batched call covers the
  * whole batch.
+ *
+ * float32 is exact (cublasSgemm) unless lark.set_float32_matmul_precision allowed TF32 ("high") or
+ * BF16 ("medium") tensor cores: then cublasGemmStridedBatchedEx with the matching compute type.
  */
 #include <limits.h>
 
@@ -65,7 +68,16 @@ int lark_cuda_gemm(lark_tensor *out, const lark_tensor *a, const lark_tensor *b,
     const char *b0 = pb + (size_t)(done * s1) * es, *a0 = pa + (size_t)(done * s2) * es;
     char *c0 = pc + (size_t)(done * sc) * es;
     cublasStatus_t st;
-    if (out->dtype == LARK_FLOAT32) {
+    if (out->dtype == LARK_FLOAT32 && lark_float32_precision() != LARK_PRECISION_HIGHEST) {
+      /* the user allowed tensor cores (lark.set_float32_matmul_precision): float32 in and out,
+       * products in TF32 or BF16, sums in float32 */
+      float al = (float)alpha, be = (float)beta;
+      cublasComputeType_t ct =
+          lark_float32_precision() == LARK_PRECISION_HIGH ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_FAST_16BF;
+      st = cublasGemmStridedBatchedEx(h, op1, op2, (int)n, (int)m, (int)k, &al, b0, CUDA_R_32F, (int)ld1, s1, a0,
+                                      CUDA_R_32F, (int)ld2, s2, &be, c0, CUDA_R_32F, (int)ldc, sc, count, ct,
+                                      CUBLAS_GEMM_DEFAULT);
+    } else if (out->dtype == LARK_FLOAT32) {
       float al = (float)alpha, be = (float)beta;
       st = cublasSgemmStridedBatched(h, op1, op2, (int)n, (int)m, (int)k, &al, (const float *)b0, (int)ld1, s1,
                                      (const float *)a0, (int)ld2, s2, &be, (float *)c0, (int)ldc, sc, count);
@@ -73,7 +85,7 @@ int lark_cuda_gemm(lark_tensor *out, const lark_tensor *a, const lark_tensor *b,
       st = cublasDgemmStridedBatched(h, op1, op2, (int)n, (int)m, (int)k, &alpha, (const double *)b0, (int)ld1, s1,
                                      (const double *)a0, (int)ld2, s2, &beta, (double *)c0, (int)ldc, sc, count);
     }
-    if (lark_cuda_check_cublas(st, op, out->dtype == LARK_FLOAT32 ? "cublasSgemmStridedBatched" : "cublasDgemmStridedBatched"))
+    if (lark_cuda_check_cublas(st, op, out->dtype == LARK_FLOAT64 ? "cublasDgemmStridedBatched" : "cublasSgemmStridedBatched(Ex)"))
       return lark_error_code();
     done += count;
   }

@@ -97,6 +97,26 @@ static int l_reset_peak_memory_stats(lua_State *L) {
   return 0;
 }
 
+/* lark.set_float32_matmul_precision(p): "highest" (the default: exact float32), "high" (TF32
+ * tensor cores allowed) or "medium" (BF16 tensor cores allowed), as PyTorch's function of that
+ * name. It governs float32 matmul, conv2d and the depth-wise convolution on CUDA tensors (sums
+ * stay float32); the CPU and float64 are always exact. Returns the previous setting. */
+static int l_set_float32_matmul_precision(lua_State *L) {
+  const char *prev = lark_float32_precision_name();
+  if (lua_type(L, 1) != LUA_TSTRING)
+    return luaL_error(L, "set_float32_matmul_precision: expected 'highest', 'high' or 'medium', got %s%s",
+                      lua_isnone(L, 1) ? "" : "a ", lua_isnone(L, 1) ? "nothing" : luaL_typename(L, 1));
+  lb_check_status(L, lark_set_float32_precision(lua_tostring(L, 1)));
+  lua_pushstring(L, prev);
+  return 1;
+}
+
+/* lark.get_float32_matmul_precision() -> "highest" | "high" | "medium" */
+static int l_get_float32_matmul_precision(lua_State *L) {
+  lua_pushstring(L, lark_float32_precision_name());
+  return 1;
+}
+
 void lb_register_cuda(lua_State *L, int mod, int methods) {
   static const luaL_Reg fns[] = {
       {"is_available", l_is_available},
@@ -112,4 +132,8 @@ void lb_register_cuda(lua_State *L, int mod, int methods) {
   lua_newtable(L);
   luaL_setfuncs(L, fns, 0);
   lua_setfield(L, mod, "cuda");
+  lua_pushcfunction(L, l_set_float32_matmul_precision);
+  lua_setfield(L, mod, "set_float32_matmul_precision");
+  lua_pushcfunction(L, l_get_float32_matmul_precision);
+  lua_setfield(L, mod, "get_float32_matmul_precision");
 }

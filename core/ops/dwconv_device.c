@@ -15,6 +15,17 @@
 /* As many kernels as dwconv.c's sums take. */
 #define MAX_SUM 8
 
+/* The flags of a pass: the plain kernel, or what lark_float32_precision allows (the backend uses
+ * those only for float32, and the exact kernels where it has no tensor-core path). */
+static unsigned precision_flags(bool reference) {
+  if (reference) return LARK_DWCONV_REFERENCE;
+  switch (lark_float32_precision()) {
+    case LARK_PRECISION_HIGH: return LARK_DWCONV_TF32;
+    case LARK_PRECISION_MEDIUM: return LARK_DWCONV_BF16;
+    default: return 0u;
+  }
+}
+
 static bool off_cpu(const lark_tensor *t) { return t && t->storage && lark_tensor_device(t).kind != LARK_CPU; }
 
 bool lark_dwconv2d_on_device(const lark_tensor *a, const lark_tensor *b, const lark_tensor *c) {
@@ -86,7 +97,7 @@ static lark_tensor *sum_forward(const char *op, bool reference, const lark_tenso
   }
   int rc = 0;
   for (int k = 0; k < nk && !rc; k++) {
-    unsigned flags = (reference ? LARK_DWCONV_REFERENCE : 0u) | (k > 0 ? LARK_DWCONV_ACCUMULATE : 0u);
+    unsigned flags = precision_flags(reference) | (k > 0 ? LARK_DWCONV_ACCUMULATE : 0u);
     rc = be->dwconv_forward(out, cs[0], cs[2 + k], k == 0 ? cs[1] : NULL, &p[k], flags);
   }
   release_all(nk + 2, cs);
@@ -118,7 +129,7 @@ static lark_tensor *sum_backward_input(const char *op, bool reference, const lar
   }
   int rc = 0;
   for (int k = 0; k < nk && !rc; k++) {
-    unsigned flags = (reference ? LARK_DWCONV_REFERENCE : 0u) | (k > 0 ? LARK_DWCONV_ACCUMULATE : 0u);
+    unsigned flags = precision_flags(reference) | (k > 0 ? LARK_DWCONV_ACCUMULATE : 0u);
     rc = be->dwconv_backward_input(gx, cs[0], cs[1 + k], &p[k], flags);
   }
   release_all(nk + 1, cs);
@@ -172,7 +183,7 @@ lark_tensor *lark_dwconv2d_device_backward_weight(const char *op, bool reference
     lark_tensor_release(gw);
     return NULL;
   }
-  int rc = be->dwconv_backward_weight(gw, cs[0], cs[1], p, reference ? LARK_DWCONV_REFERENCE : 0u);
+  int rc = be->dwconv_backward_weight(gw, cs[0], cs[1], p, precision_flags(reference));
   release_all(2, cs);
   if (rc) {
     lark_tensor_release(gw);
