@@ -114,6 +114,7 @@ typedef struct lark_storage {
   int refcount;     /* atomic */
   uint64_t version; /* bumped by every in-place write; autograd compares it */
   bool borrowed;    /* data not owned (not freed with the storage) */
+  bool host_alloc;  /* data from lark_cuda_host_alloc (lark_empty_pinned): freed with lark_cuda_host_free */
 } lark_storage;
 
 struct lark_node; /* autograd (see autograd.h) */
@@ -401,6 +402,16 @@ void lark_set_oom_handler(lark_oom_handler fn, void *ud);
 void *lark_cuda_host_alloc(size_t nbytes);
 void lark_cuda_host_free(void *ptr);
 bool lark_cuda_host_is_pinned(const void *ptr);
+/* A contiguous CPU tensor whose storage comes from lark_cuda_host_alloc and goes back with
+ * lark_cuda_host_free when the storage dies (torch.empty(..., pin_memory=True)): copies of it to a
+ * GPU are DMA'd straight from it. Without CUDA or a device it is ordinary memory, and
+ * lark_is_pinned says false, so the same code runs on a CPU-only machine. */
+lark_tensor *lark_empty_pinned(int ndim, const int64_t *shape, lark_dtype dt);
+/* Whether t's storage is page-locked host memory (false for GPU tensors and without a device). */
+bool lark_is_pinned(const lark_tensor *t);
+/* t (retained) when it is pinned already, else a contiguous copy of the CPU tensor t made by
+ * lark_empty_pinned (ordinary memory without a device: no error). A GPU tensor: LARK_ERR_DEVICE. */
+lark_tensor *lark_pin_memory(const lark_tensor *t);
 
 /* ---- optimizer updates (core/ops/optim.c) --------------------------------------------------- */
 
@@ -556,6 +567,7 @@ typedef struct {
   bool drop_last;    /* drop the last batch when it is short */
   uint64_t seed;
   int prefetch;      /* batches a background thread makes ahead; 0: made in lark_loader_next */
+  bool pin_memory;   /* each batch's x and y in pinned host memory (lark_empty_pinned), ready for a GPU */
   lark_transform_opts transform;
 } lark_loader_opts;
 

@@ -68,7 +68,8 @@ static lark_storage *storage_new(size_t nbytes, lark_device dev) {
 static void storage_release(lark_storage *s) {
   if (!s || __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) > 0) return;
   if (!s->borrowed && s->data) {
-    lark_backend_for(s->device)->free(s->device, s->data);
+    if (s->host_alloc) lark_cuda_host_free(s->data);
+    else lark_backend_for(s->device)->free(s->device, s->data);
     __atomic_sub_fetch(&bytes_live[s->device.kind], (int64_t)s->nbytes, __ATOMIC_RELAXED);
   }
   free(s);
@@ -181,6 +182,46 @@ lark_tensor *lark_empty(int ndim, const int64_t *shape, lark_dtype dt, const lar
   if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
   contiguous_strides(ndim, shape, t->stride);
   return t;
+}
+
+/* Pinned host tensors bypass the CPU backend's malloc: their bytes come from lark_cuda_host_alloc,
+ * and the storage's host_alloc flag sends them back to lark_cuda_host_free (storage_release). They
+ * count as CPU bytes, as PyTorch counts pinned tensors. */
+lark_tensor *lark_empty_pinned(int ndim, const int64_t *shape, lark_dtype dt) {
+  if ((unsigned)dt >= LARK_NDTYPES) {
+    lark_set_error(LARK_ERR_DTYPE, "empty_pinned: unknown dtype %d", (int)dt);
+    return NULL;
+  }
+  int64_t n = checked_numel("empty_pinned", ndim, shape, lark_dtype_size(dt));
+  if (n < 0) return NULL;
+  size_t nbytes = (size_t)n * lark_dtype_size(dt);
+  lark_tensor *t = tensor_alloc_header();
+  lark_storage *s = t ? calloc(1, sizeof *s) : NULL;
+  void *data = s ? lark_cuda_host_alloc(nbytes) : NULL; /* never NULL for 0 bytes */
+  if (!data) {
+    if (t && !s) lark_set_error(LARK_ERR_NOMEM, "empty_pinned: out of memory");
+    free(t);
+    free(s);
+    return NULL;
+  }
+  s->data = data;
+  s->nbytes = nbytes;
+  s->device = LARK_DEVICE_CPU;
+  s->refcount = 1;
+  s->host_alloc = true;
+  __atomic_add_fetch(&bytes_live[LARK_CPU], (int64_t)nbytes, __ATOMIC_RELAXED);
+  if (alloc_hook && nbytes) alloc_hook(nbytes, alloc_hook_ud);
+  t->storage = s;
+  t->dtype = dt;
+  t->ndim = ndim;
+  if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+  contiguous_strides(ndim, shape, t->stride);
+  return t;
+}
+
+bool lark_is_pinned(const lark_tensor *t) {
+  /* only ask about pointers lark_cuda_host_alloc made: it reads a header in front of them */
+  return t->storage && t->storage->host_alloc && lark_cuda_host_is_pinned(t->storage->data);
 }
 
 lark_tensor *lark_from_blob(void *data, int ndim, const int64_t *shape, lark_dtype dt) {
@@ -612,11 +653,16 @@ int lark_copy_(lark_tensor *dst, const lark_tensor *src) {
     rc = be->copy ? be->copy(dst, s) : lark_backend_missing("copy", dd);
   } else {
     /* Across devices: make a contiguous buffer of dst's dtype on the source device, move its bytes,
-     * then copy into dst's (possibly strided) layout on the destination device. */
-    lark_tensor *sc = lark_empty(dst->ndim, dst->shape, dst->dtype, &sd);
-    lark_tensor *dc = sc ? lark_empty(dst->ndim, dst->shape, dst->dtype, &dd) : NULL;
+     * then copy into dst's (possibly strided) layout on the destination device. A source or
+     * destination that is such a buffer already serves as its own: no staging copy, and a pinned
+     * batch is DMA'd straight from its page-locked pages (a staging buffer would be pageable). */
+    bool s_direct = s->dtype == dst->dtype && lark_is_contiguous(s), d_direct = lark_is_contiguous(dst);
+    lark_tensor *sc = s_direct ? lark_tensor_retain(s) : lark_empty(dst->ndim, dst->shape, dst->dtype, &sd);
+    lark_tensor *dc = !sc      ? NULL
+                      : d_direct ? lark_tensor_retain(dst)
+                                 : lark_empty(dst->ndim, dst->shape, dst->dtype, &dd);
     rc = dc ? 0 : lark_error_code();
-    if (!rc) rc = lark_copy_(sc, s);
+    if (!rc && !s_direct) rc = lark_copy_(sc, s);
     if (!rc) {
       size_t nbytes = (size_t)lark_numel(dst) * lark_dtype_size(dst->dtype);
       if (dd.kind == LARK_CPU) {
@@ -629,7 +675,7 @@ int lark_copy_(lark_tensor *dst, const lark_tensor *src) {
         rc = lark_set_error(LARK_ERR_UNIMPL, "copy: direct copies between two GPUs are not implemented");
       }
     }
-    if (!rc) rc = lark_copy_(dst, dc);
+    if (!rc && !d_direct) rc = lark_copy_(dst, dc);
     lark_tensor_release(sc);
     lark_tensor_release(dc);
   }
@@ -646,6 +692,23 @@ lark_tensor *lark_contiguous(const lark_tensor *t) {
 lark_tensor *lark_clone(const lark_tensor *t) {
   lark_device d = lark_tensor_device(t);
   lark_tensor *c = lark_empty(t->ndim, t->shape, t->dtype, &d);
+  if (c && lark_copy_(c, t)) {
+    lark_tensor_release(c);
+    return NULL;
+  }
+  return rec(LARK_VIEW_COPY, c, t, 0, NULL);
+}
+
+lark_tensor *lark_pin_memory(const lark_tensor *t) {
+  if (lark_check_alive("pin_memory", t, "the tensor")) return NULL;
+  if (lark_tensor_device(t).kind != LARK_CPU) {
+    char d[32];
+    lark_set_error(LARK_ERR_DEVICE, "pin_memory: expected a CPU tensor, got one on %s (only host memory is pinned)",
+                   lark_device_str(lark_tensor_device(t), d, sizeof d));
+    return NULL;
+  }
+  if (lark_is_pinned(t)) return lark_tensor_retain((lark_tensor *)t);
+  lark_tensor *c = lark_empty_pinned(t->ndim, t->shape, t->dtype);
   if (c && lark_copy_(c, t)) {
     lark_tensor_release(c);
     return NULL;

@@ -9,7 +9,9 @@
  *   stream_seed(seed, epoch, stream)          the seed of a batch's generator (stream = batch index)
  *   beta(gen, a, b), uniform(gen)             scalar draws on the Philox scheme
  *   Loader(images, labels|nil, rows|nil, opts)  -> loader: start(epoch), next() -> x, y | nil,
- *                                             stop(), num_batches(), num_samples(), __gc, __close
+ *                                             stop(), num_batches(), num_samples(), __gc, __close;
+ *                                             opts also batch_size, shuffle, drop_last, prefetch,
+ *                                             seed, pin_memory
  * Transform options (a table; also the loader's): scale = s, normalize = {mean, std} (numbers or
  * lists, also {mean = , std = }), random_crop = {size = , padding = } (or a number: the padding),
  * hflip = p (true: 0.5), mixup = alpha, cutmix = alpha (or {alpha = }), num_classes = K.
@@ -308,6 +310,7 @@ static int l_loader_new(lua_State *L) {
   o.shuffle = bool_field(L, 4, "shuffle", false, fname);
   o.drop_last = bool_field(L, 4, "drop_last", false, fname);
   o.prefetch = (int)int_field(L, 4, "prefetch", 2, fname);
+  o.pin_memory = bool_field(L, 4, "pin_memory", false, fname);
   if (field_type(L, 4, "seed") != LUA_TNIL) o.seed = check_u64(L, lua_gettop(L), fname, "seed");
   lua_pop(L, 1);
   lb_loader *u = lua_newuserdatauv(L, sizeof *u, 0);

@@ -120,12 +120,28 @@ static int factory_args(lua_State *L, int first, const char *fname, int64_t *sha
   return ndim;
 }
 
+/* lark.empty(sizes... [, {dtype=, device=, pin_memory=}]): pin_memory = true makes the CPU tensor in
+ * pinned host memory (ordinary memory without a GPU), as torch.empty(..., pin_memory=True). */
 static int l_empty(lua_State *L) {
   int64_t shape[LARK_MAX_DIMS];
   lark_dtype dt;
   lark_device dev;
   int nd = factory_args(L, 1, "empty", shape, &dt, &dev);
-  lb_push(L, lark_empty(nd, shape, dt, &dev));
+  int opts = lua_istable(L, 1) ? 2 : 1 + nd; /* where factory_args found the options */
+  bool pin = false;
+  if (lua_istable(L, opts)) {
+    int ty = lua_getfield(L, opts, "pin_memory");
+    if (ty != LUA_TNIL && ty != LUA_TBOOLEAN)
+      return luaL_error(L, "empty: option pin_memory must be a boolean, got %s", luaL_typename(L, -1));
+    pin = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  if (pin && dev.kind != LARK_CPU) {
+    char d[32];
+    return luaL_error(L, "empty: pin_memory needs device cpu (pinned memory is host memory), got device %s",
+                      lark_device_str(dev, d, sizeof d));
+  }
+  lb_push(L, pin ? lark_empty_pinned(nd, shape, dt) : lark_empty(nd, shape, dt, &dev));
   return 1;
 }
 
@@ -538,6 +554,23 @@ static int l_to(lua_State *L) {
   return 1;
 }
 
+/* t:pin_memory(): t itself when pinned, else a pinned copy (ordinary memory without a GPU: CPU-only
+ * machines run the same scripts); t:is_pinned(). As in PyTorch. */
+static int l_pin_memory(lua_State *L) {
+  lark_tensor *t = lb_check(L, 1, "pin_memory");
+  if (lark_is_pinned(t)) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  lb_push(L, lark_pin_memory(t));
+  return 1;
+}
+
+static int l_is_pinned(lua_State *L) {
+  lua_pushboolean(L, lark_is_pinned(lb_check(L, 1, "is_pinned")));
+  return 1;
+}
+
 static int l_item(lua_State *L) {
   lark_tensor *t = lb_check(L, 1, "item");
   if (lark_numel(t) != 1) {
@@ -846,7 +879,8 @@ void lb_register_tensor(lua_State *L, int mod, int methods) {
       {"select", l_select}, {"transpose", l_transpose}, {"t", l_t}, {"permute", l_permute}, {"expand", l_expand},
       {"expand_as", l_expand}, {"squeeze", l_squeeze}, {"unsqueeze", l_unsqueeze}, {"unfold", l_unfold},
       {"contiguous", l_contiguous}, {"clone", l_clone}, {"copy_", l_copy_}, {"copy", l_copy_}, {"fill_", l_fill_},
-      {"zero_", l_zero_}, {"to", l_to}, {"item", l_item}, {"table", l_table}, {"free", l_free}, {NULL, NULL}};
+      {"zero_", l_zero_}, {"to", l_to}, {"item", l_item}, {"table", l_table}, {"free", l_free},
+      {"pin_memory", l_pin_memory}, {"is_pinned", l_is_pinned}, {NULL, NULL}};
   lb_register(L, mod, funcs);
   lb_register(L, methods, meths);
   /* the same functions are reachable as lark.view(t, ...) etc. */

@@ -28,10 +28,11 @@
 -- --ema is on, and the root attributes) that PyTorch loads with h5py; train.export(model, path) too.
 --
 -- Devices: --device cuda (or cuda:N) trains on a GPU: the model moves there before the optimizer
--- is built, every batch is copied there as it comes from the loader (s.x and s.y in hooks are the
--- device's tensors), losses and accuracies come back as numbers, and checkpoints and exports are
--- written from host copies, so a file saved from a GPU run loads anywhere. The same seed draws the
--- same initial weights (made on the CPU, then moved) and the same random streams as on the CPU.
+-- is built, the loaders make every batch in pinned host memory and copy it there (DataLoader's
+-- pin_memory and device options; s.x and s.y in hooks are the device's tensors), losses and
+-- accuracies come back as numbers, and checkpoints and exports are written from host copies, so a
+-- file saved from a GPU run loads anywhere. The same seed draws the same initial weights (made on
+-- the CPU, then moved) and the same random streams as on the CPU.
 -- Without a usable GPU the run stops before anything starts: "--device cuda: no CUDA device is
 -- available".
 --
@@ -367,9 +368,14 @@ function train.build(cfg)
     aug.random_crop = {size = info.size, padding = 2}
     if info.flip then aug.hflip = 0.5 end
   end
+  -- on a GPU the loaders make their batches in pinned memory and hand them out already there (one DMA
+  -- per batch); on the CPU nothing changes
+  local gpu = cfg.device ~= "cpu"
   local tl = data.DataLoader(tr, {batch_size = cfg.batch_size, shuffle = true, drop_last = true, seed = cfg.seed,
-    normalize = {tr.mean, tr.std}, random_crop = aug.random_crop, hflip = aug.hflip})
-  local el = data.DataLoader(te, {batch_size = cfg.eval_batch_size, shuffle = false, normalize = {tr.mean, tr.std}})
+    normalize = {tr.mean, tr.std}, random_crop = aug.random_crop, hflip = aug.hflip, pin_memory = gpu,
+    device = cfg.device})
+  local el = data.DataLoader(te, {batch_size = cfg.eval_batch_size, shuffle = false, normalize = {tr.mean, tr.std},
+    pin_memory = gpu, device = cfg.device})
   local model = make_model(cfg, info)
   if cfg.device ~= "cpu" then model:to(cfg.device) end
   local groups = optim.param_groups(model, {weight_decay = cfg.weight_decay})
@@ -496,7 +502,8 @@ function train.run(cfg, hooks)
     local b = 0
     for x, y in s.train_loader:iter() do
       b = b + 1
-      x, y = on(cfg.device, x), on(cfg.device, y) -- the loader makes host batches
+      -- train.build's loaders hand out batches on cfg.device already; a loader put in s by a caller may not
+      x, y = on(cfg.device, x), on(cfg.device, y)
       s.batch, s.x, s.y = b, x, y
       local out = s.model(x)
       local loss = s.criterion(out, y)

@@ -428,6 +428,188 @@ describe("DataLoader", function()
   end)
 end)
 
+-- Every element of a and b as the same bits: float32 through string.pack, so -0 and NaN count too.
+local function same_bits(a, b, what)
+  assert.are.same(shape_of(a), shape_of(b), what)
+  assert.are.equal(a:dtype(), b:dtype(), what)
+  local fa, fb = a:cpu():contiguous():view(-1):table(), b:cpu():contiguous():view(-1):table()
+  local fmt = a:dtype() == "float32" and "<f" or a:dtype() == "int64" and "<j" or "<d"
+  for i = 1, #fa do
+    if string.pack(fmt, fa[i]) ~= string.pack(fmt, fb[i]) then
+      error(string.format("%s: element %d differs: %s vs %s", what, i, tostring(fa[i]), tostring(fb[i])), 2)
+    end
+  end
+end
+
+local function batches(loader, epochs)
+  local out = {}
+  for _ = 1, epochs or 1 do
+    for x, y in loader:iter() do
+      out[#out + 1] = {x, y}
+    end
+  end
+  return out
+end
+
+describe("pinned memory", function()
+  local N = 29
+  local gen = lark.Generator(17)
+  local images = lark.randint(0, 256, {N, 2, 6, 6}, {generator = gen}):byte()
+  local labels = lark.randint(1, 5, {N}, {generator = gen})
+  local ds = data.TensorDataset(images, labels)
+  local opts = {batch_size = 8, shuffle = true, seed = 9, normalize = {{0.5, 0.4}, {0.2, 0.3}},
+                random_crop = {size = 5, padding = 1}, hflip = 0.5}
+  local function with(extra)
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    for k, v in pairs(extra) do o[k] = v end
+    return o
+  end
+
+  it("t:pin_memory(), t:is_pinned() and lark.empty{pin_memory = true}", function()
+    local t = lark.arange(1, 13):view(3, 4):t() -- a strided view
+    local p = t:pin_memory()
+    assert.are.equal(lark.cuda.is_available(), p:is_pinned())
+    assert.is_false(t:is_pinned())
+    assert.is_true(p:is_contiguous())
+    same_bits(p, t, "pin_memory")
+    assert.is_false(p:shares_storage(t))
+    if p:is_pinned() then assert.are.equal(p, p:pin_memory()) end -- pinned already: itself
+    local e = lark.empty(2, 3, {dtype = "int64", pin_memory = true})
+    assert.are.same({2, 3}, shape_of(e))
+    assert.are.equal("int64", e:dtype())
+    assert.are.equal(lark.cuda.is_available(), e:is_pinned())
+    assert.are.same({4}, shape_of(lark.empty({4}, {pin_memory = true})))
+    assert.are.equal(0, lark.empty(0, {pin_memory = true}):numel())
+    assert.is_false(lark.empty(2, {pin_memory = false}):is_pinned())
+    expect_error("pin_memory must be a boolean", lark.empty, 2, {pin_memory = "yes"})
+    expect_error("pin_memory needs device cpu", lark.empty, 2, {pin_memory = true, device = "cuda"})
+  end)
+
+  it("without CUDA, pinning is ordinary memory and no error", function()
+    if lark.cuda.is_available() then return end
+    assert.is_false(lark.ones(3):pin_memory():is_pinned())
+    local loader = data.DataLoader(ds, with{pin_memory = true})
+    for x, y in loader:iter() do
+      assert.is_false(x:is_pinned())
+      assert.is_false(y:is_pinned())
+    end
+  end)
+
+  it("pin_memory = true gives the same batches bit for bit (C and Lua paths, prefetch, mixing)", function()
+    for _, extra in ipairs{{}, {prefetch = 0}, {prefetch = 3}, {mixup = 0.4, cutmix = 1, num_classes = 4}} do
+      local plain = batches(data.DataLoader(ds, with(extra)), 2)
+      extra.pin_memory = true
+      local pinned = batches(data.DataLoader(ds, with(extra)), 2)
+      assert.are.equal(#plain, #pinned)
+      assert.are.equal(8, #pinned) -- 4 batches, 2 epochs
+      for i = 1, #plain do
+        same_bits(pinned[i][1], plain[i][1], "x of batch " .. i)
+        same_bits(pinned[i][2], plain[i][2], "y of batch " .. i)
+        assert.are.equal(lark.cuda.is_available(), pinned[i][1]:is_pinned())
+        assert.are.equal(lark.cuda.is_available(), pinned[i][2]:is_pinned())
+      end
+    end
+    -- the Lua path (a dataset without tensors()) pins its stacked batches too
+    local lua_ds = lua_dataset(images, labels)
+    local plain = batches(data.DataLoader(lua_ds, with{}))
+    local pinned = batches(data.DataLoader(lua_ds, with{pin_memory = true}))
+    for i = 1, #plain do
+      same_bits(pinned[i][1], plain[i][1], "Lua path x " .. i)
+      same_bits(pinned[i][2], plain[i][2], "Lua path y " .. i)
+      assert.are.equal(lark.cuda.is_available(), pinned[i][1]:is_pinned())
+    end
+  end)
+
+  it("frees pinned batches with their tensors (device = cpu changes nothing)", function()
+    local loader = data.DataLoader(ds, with{pin_memory = true, device = "cpu", prefetch = 2})
+    assert.truthy(tostring(loader):find("pin_memory", 1, true))
+    collectgarbage()
+    collectgarbage()
+    local before = lark.bytes_allocated()
+    for _ = 1, 3 do
+      for x, y in loader:iter() do
+        x:free()
+        y:free()
+      end
+      for _ in loader:iter() do break end -- an epoch left early drops the batches made ahead
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(before, lark.bytes_allocated())
+  end)
+
+  it("rejects bad pin_memory and device options with a clear message", function()
+    expect_error("DataLoader: pin_memory must be a boolean, got 1", data.DataLoader, ds, {pin_memory = 1})
+    expect_error("DataLoader: device must be cpu, cuda or cuda:N, got 'x'", data.DataLoader, ds, {device = "x"})
+    expect_error("DataLoader: device must be cpu, cuda or cuda:N, got 'cuda:'", data.DataLoader, ds, {device = "cuda:"})
+    expect_error("DataLoader: device must be cpu, cuda or cuda:N, got '3'", data.DataLoader, ds, {device = 3})
+    if not lark.cuda.is_available() then
+      expect_error("DataLoader: device cuda: no CUDA device is available", data.DataLoader, ds, {device = "cuda"})
+      expect_error("DataLoader: device cuda:1: no CUDA device is available", data.DataLoader, ds, {device = "cuda:1"})
+    else
+      local n = lark.cuda.device_count()
+      expect_error("no such CUDA device", data.DataLoader, ds, {device = "cuda:" .. n})
+    end
+  end)
+end)
+
+gpu_describe("pinned memory on a GPU", function()
+  local N = 29
+  local gen = lark.Generator(23)
+  local images = lark.randint(0, 256, {N, 3, 8, 8}, {generator = gen}):byte()
+  local labels = lark.randint(1, 11, {N}, {generator = gen})
+  local ds = data.TensorDataset(images, labels)
+  local opts = {batch_size = 8, shuffle = true, seed = 4, normalize = {0.5, 0.25}, random_crop = {padding = 2},
+                hflip = 0.5}
+  local function with(extra)
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    for k, v in pairs(extra) do o[k] = v end
+    return o
+  end
+
+  it("pins: is_pinned() is true for pin_memory(), lark.empty and loader batches", function()
+    local p = lark.randn(5, 7):pin_memory()
+    assert.is_true(p:is_pinned())
+    assert.are.equal(p, p:pin_memory())
+    assert.is_true(lark.empty(4, {pin_memory = true}):is_pinned())
+    local g = p:to("cuda")
+    assert.are.equal("cuda:0", g:device())
+    assert.is_false(g:is_pinned())
+    same_bits(g, p, "a pinned tensor through the GPU and back")
+    local nc = lark.randn(6, 4):pin_memory():t() -- non-contiguous pinned source: the staging path
+    same_bits(nc:to("cuda"), nc, "a strided pinned view")
+    for x, y in data.DataLoader(ds, with{pin_memory = true}):iter() do
+      assert.is_true(x:is_pinned())
+      assert.is_true(y:is_pinned())
+    end
+    expect_error("pin_memory: expected a CPU tensor, got one on cuda:0", function() return g:pin_memory() end)
+  end)
+
+  it("device = 'cuda' hands out batches on the GPU equal to the CPU batches", function()
+    local cpu = batches(data.DataLoader(ds, with{}), 2)
+    for _, extra in ipairs{{device = "cuda", pin_memory = true}, {device = "cuda:0"}, {device = "cuda", prefetch = 0,
+                           pin_memory = true, mixup = 0.4, num_classes = 10}} do
+      local want = extra.mixup and batches(data.DataLoader(ds, with{mixup = 0.4, num_classes = 10}), 2) or cpu
+      local got = batches(data.DataLoader(ds, with(extra)), 2)
+      assert.are.equal(#want, #got)
+      for i = 1, #got do
+        assert.are.equal("cuda:0", got[i][1]:device())
+        assert.are.equal("cuda:0", got[i][2]:device())
+        same_bits(got[i][1], want[i][1], "x of batch " .. i)
+        same_bits(got[i][2], want[i][2], "y of batch " .. i)
+      end
+    end
+    -- the Lua path too, and the user transform sees GPU tensors
+    local seen
+    local lua_got = batches(data.DataLoader(lua_dataset(images, labels), with{device = "cuda", pin_memory = true,
+      transform = function(x, y) seen = x:device() return x, y end}), 2)
+    assert.are.equal("cuda:0", seen)
+    for i = 1, #lua_got do same_bits(lua_got[i][1], cpu[i][1], "Lua path x " .. i) end
+  end)
+end)
+
 describe("transforms", function()
   local B, C, H, W = 5, 3, 6, 7
   local gen = lark.Generator(9)

@@ -26,9 +26,10 @@ int transform_geom(const char *op, int ndim, const int64_t *shape, lark_dtype dt
 /* rows: n pointers to contiguous samples of dtype dt (geometry sg); hard: n labels (int64, offset by
  * o->label_base) or NULL, needed only when o mixes. Draws from gen in the documented order and makes
  * *x_out (float32, (n, ...)) and, when mixing, *y_soft (float32 (n, num_classes)); draws, when
- * given, receives what was drawn (its arrays sized n by the caller). */
+ * given, receives what was drawn (its arrays sized n by the caller). pinned: *x_out and *y_soft in
+ * pinned host memory (lark_empty_pinned), for the loader's pin_memory. */
 int transform_rows(const char *op, const char *const *rows, lark_dtype dt, const sample_geom *sg, int64_t n,
-                   const int64_t *hard, const lark_transform_opts *o, lark_generator *gen, lark_tensor **x_out,
-                   lark_tensor **y_soft, lark_transform_draws *draws);
+                   const int64_t *hard, const lark_transform_opts *o, lark_generator *gen, bool pinned,
+                   lark_tensor **x_out, lark_tensor **y_soft, lark_transform_draws *draws);
 
 #endif

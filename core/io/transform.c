@@ -248,9 +248,18 @@ static void sample_kernel(float *out, const char *src, lark_dtype dt, const samp
 
 /* ---- a batch -------------------------------------------------------------------------------- */
 
+/* A batch output: ordinary or pinned memory, zero-filled when asked (the soft targets accumulate). */
+static lark_tensor *batch_empty(int ndim, const int64_t *shape, bool pinned, bool zero) {
+  if (!pinned)
+    return zero ? lark_zeros(ndim, shape, LARK_FLOAT32, NULL) : lark_empty(ndim, shape, LARK_FLOAT32, NULL);
+  lark_tensor *t = lark_empty_pinned(ndim, shape, LARK_FLOAT32);
+  if (t && zero) memset(lark_data_ptr(t), 0, t->storage->nbytes);
+  return t;
+}
+
 int transform_rows(const char *op, const char *const *rows, lark_dtype dt, const sample_geom *sg, int64_t n,
-                   const int64_t *hard, const lark_transform_opts *o, lark_generator *gen, lark_tensor **x_out,
-                   lark_tensor **y_soft, lark_transform_draws *draws) {
+                   const int64_t *hard, const lark_transform_opts *o, lark_generator *gen, bool pinned,
+                   lark_tensor **x_out, lark_tensor **y_soft, lark_transform_draws *draws) {
   *x_out = NULL;
   if (y_soft) *y_soft = NULL;
   /* crop_size 0 with padding: a window of the image's own size (torchvision's RandomCrop(28, 4) on 28x28) */
@@ -272,7 +281,9 @@ int transform_rows(const char *op, const char *const *rows, lark_dtype dt, const
                               op, (long long)hard[i], (long long)o->num_classes,
                               (long long)o->label_base, (long long)(o->label_base + o->num_classes - 1));
   }
-  lark_tensor *x = lark_empty(sg->ndim + 1, shape, LARK_FLOAT32, NULL);
+  /* without mixing x is the batch itself; with it, a scratch the mixed batch is made from */
+  bool mixing = o->mixup_alpha > 0 || o->cutmix_alpha > 0;
+  lark_tensor *x = batch_empty(sg->ndim + 1, shape, pinned && !mixing, false);
   if (!x) return lark_error_code();
   float *xd = lark_data_ptr(x);
   int64_t per = sg->channels * s * t;
@@ -293,7 +304,7 @@ int transform_rows(const char *op, const char *const *rows, lark_dtype dt, const
     sample_kernel(xd + i * per, rows[i], dt, sg, s, t, p, dy, dx, flip, o);
   }
   if (draws) draws->mix = 0;
-  if (!(o->mixup_alpha > 0 || o->cutmix_alpha > 0)) {
+  if (!mixing) {
     *x_out = x;
     return 0;
   }
@@ -331,8 +342,8 @@ int transform_rows(const char *op, const char *const *rows, lark_dtype dt, const
     memcpy(draws->box, box, sizeof box);
     if (draws->perm) memcpy(draws->perm, perm, sizeof(int64_t) * (size_t)n);
   }
-  mixed = lark_empty(sg->ndim + 1, shape, LARK_FLOAT32, NULL);
-  y = mixed ? lark_zeros(2, (int64_t[]){n, o->num_classes}, LARK_FLOAT32, NULL) : NULL;
+  mixed = batch_empty(sg->ndim + 1, shape, pinned, false);
+  y = mixed ? batch_empty(2, (int64_t[]){n, o->num_classes}, pinned, true) : NULL;
   if (!y) {
     free(perm);
     lark_tensor_release(x);
@@ -394,8 +405,8 @@ int lark_transform_batch(const lark_tensor *x, const lark_tensor *labels, const 
   size_t bytes = (size_t)sg.numel * lark_dtype_size(x->dtype);
   for (int64_t i = 0; i < n; i++) rows[i] = (const char *)lark_data_ptr(xc) + (size_t)i * bytes;
   lark_tensor *soft = NULL;
-  rc = transform_rows(op, rows, x->dtype, &sg, n, lc ? lark_data_ptr(lc) : NULL, o, gen, x_out, mixing ? &soft : NULL,
-                      draws);
+  rc = transform_rows(op, rows, x->dtype, &sg, n, lc ? lark_data_ptr(lc) : NULL, o, gen, false, x_out,
+                      mixing ? &soft : NULL, draws);
   if (!rc && y_out) *y_out = mixing ? soft : (labels ? lark_tensor_retain((lark_tensor *)labels) : NULL);
   else if (soft) lark_tensor_release(soft);
 out:

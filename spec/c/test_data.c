@@ -553,6 +553,116 @@ static void test_loader(void) {
   lark_tensor_release(lab);
 }
 
+/* Pinned tensors (lark_empty_pinned, lark_pin_memory, lark_is_pinned) and the loader's pin_memory:
+ * the same bytes as ordinary memory, pinned exactly when a device answers, released with their
+ * storage (the ASan build's leak check and the byte counter see it). */
+static void test_pinned(void) {
+  bool dev = lark_cuda_is_available();
+  int64_t before = lark_bytes_allocated(LARK_CPU);
+  lark_tensor *p = lark_empty_pinned(2, (int64_t[]){3, 5}, LARK_FLOAT64);
+  CHECK(p && p->storage->host_alloc && lark_is_contiguous(p) && p->dtype == LARK_FLOAT64 && lark_numel(p) == 15,
+        "empty_pinned: a contiguous 3x5 float64 from host_alloc");
+  CHECK(((uintptr_t)lark_data_ptr(p) & 63) == 0, "empty_pinned is 64-byte aligned");
+  CHECK(lark_is_pinned(p) == dev, "pinned exactly when a device answers");
+  CHECK(lark_bytes_allocated(LARK_CPU) - before == 15 * 8, "counted as CPU bytes");
+  lark_tensor *q = lark_pin_memory(p);
+  CHECK(q == p || !dev, "pin_memory of a pinned tensor is itself");
+  lark_tensor_release(q);
+  lark_tensor_free_storage(p); /* t:free() takes the host_alloc path too */
+  CHECK(lark_bytes_allocated(LARK_CPU) == before, "free gives the bytes back");
+  lark_tensor_release(p);
+  lark_tensor *z = lark_empty_pinned(1, (int64_t[]){0}, LARK_INT64);
+  CHECK(z && lark_numel(z) == 0, "empty_pinned of 0 elements");
+  lark_tensor_release(z);
+  CHECK(!lark_empty_pinned(1, (int64_t[]){-1}, LARK_FLOAT32) && error_has("negative"), "a negative size");
+  CHECK(!lark_empty_pinned(2, (int64_t[]){INT64_MAX / 4, 8}, LARK_FLOAT32) && lark_error_code() == LARK_ERR_NOMEM,
+        "an impossible size");
+
+  /* pin_memory of a strided view: a contiguous copy with the same values */
+  lark_tensor *a = lark_empty(2, (int64_t[]){4, 3}, LARK_INT64, NULL);
+  for (int64_t i = 0; i < 12; i++) data_set(a, i, (double)(i * 7 - 20));
+  lark_tensor *at = lark_transpose(a, 0, 1);
+  lark_tensor *pa = at ? lark_pin_memory(at) : NULL;
+  bool same = pa && lark_is_contiguous(pa) && pa->storage->host_alloc && pa->shape[0] == 3 && pa->shape[1] == 4;
+  for (int64_t r = 0; same && r < 3; r++)
+    for (int64_t c = 0; c < 4; c++) same &= ((const int64_t *)lark_data_ptr(pa))[r * 4 + c] == c * 21 + r * 7 - 20;
+  CHECK(same, "pin_memory(a transposed view): contiguous, same values");
+  CHECK(lark_is_pinned(pa) == dev && !lark_is_pinned(a), "only the copy is pinned");
+  lark_tensor_release(pa);
+  lark_tensor_release(at);
+  lark_tensor_release(a);
+
+  /* the loader: pin_memory gives the very same batches, in host_alloc memory */
+  int64_t N = 19, per = 16;
+  lark_tensor *im = lark_empty(4, (int64_t[]){N, 1, 4, 4}, LARK_UINT8, NULL);
+  lark_tensor *lab = lark_empty(1, &N, LARK_INT64, NULL);
+  for (int64_t i = 0; i < N; i++) {
+    for (int k = 0; k < per; k++) data_set(im, i * per + k, (double)((i * 13 + k * 5) % 256));
+    data_set(lab, i, (double)(i % 4 + 1));
+  }
+  for (int mix = 0; mix < 2; mix++) {
+    for (int prefetch = 0; prefetch <= 2; prefetch += 2) {
+      lark_loader_opts o;
+      lark_loader_opts_init(&o);
+      o.batch_size = 6;
+      o.shuffle = true;
+      o.seed = 7;
+      o.prefetch = prefetch;
+      o.transform.scale = 1.0 / 255;
+      o.transform.crop_padding = 1;
+      o.transform.hflip = 0.5;
+      o.transform.label_base = 1;
+      if (mix) {
+        o.transform.mixup_alpha = 0.4;
+        o.transform.cutmix_alpha = 1;
+        o.transform.num_classes = 4;
+      }
+      lark_loader *plain = lark_loader_new(im, lab, NULL, 0, &o);
+      o.pin_memory = true;
+      lark_loader *pinned = lark_loader_new(im, lab, NULL, 0, &o);
+      CHECK(plain && pinned, "loaders");
+      if (!plain || !pinned) {
+        lark_loader_free(plain);
+        lark_loader_free(pinned);
+        continue;
+      }
+      bool bits = true, host = true, pin = true;
+      int64_t nb = 0;
+      lark_loader_start(plain, 2);
+      lark_loader_start(pinned, 2);
+      lark_tensor *x0, *y0, *x1, *y1;
+      while (lark_loader_next(plain, &x0, &y0) == 1) {
+        if (lark_loader_next(pinned, &x1, &y1) != 1) {
+          bits = false;
+          lark_tensor_release(x0);
+          lark_tensor_release(y0);
+          break;
+        }
+        nb++;
+        bits &= x0->storage->nbytes == x1->storage->nbytes && y0->storage->nbytes == y1->storage->nbytes &&
+                memcmp(lark_data_ptr(x0), lark_data_ptr(x1), x0->storage->nbytes) == 0 &&
+                memcmp(lark_data_ptr(y0), lark_data_ptr(y1), y0->storage->nbytes) == 0;
+        host &= x1->storage->host_alloc && y1->storage->host_alloc && !x0->storage->host_alloc;
+        pin &= lark_is_pinned(x1) == dev && lark_is_pinned(y1) == dev;
+        lark_tensor_release(x0);
+        lark_tensor_release(y0);
+        lark_tensor_release(x1);
+        lark_tensor_release(y1);
+      }
+      CHECK(nb == 4 && bits, "mix %d prefetch %d: pinned batches equal the ordinary ones bit for bit", mix, prefetch);
+      CHECK(host && pin, "mix %d prefetch %d: x and y in host_alloc memory, pinned when a device answers", mix,
+            prefetch);
+      /* batches made ahead and never taken are freed with the loader */
+      lark_loader_start(pinned, 3);
+      lark_loader_free(plain);
+      lark_loader_free(pinned);
+    }
+  }
+  lark_tensor_release(im);
+  lark_tensor_release(lab);
+  CHECK(lark_bytes_allocated(LARK_CPU) == before, "no pinned bytes left behind");
+}
+
 int main(void) {
   int64_t start = lark_bytes_allocated(LARK_CPU);
   rand_seed(1234);
@@ -566,6 +676,7 @@ int main(void) {
   test_permutation();
   test_transforms();
   test_loader();
+  test_pinned();
   CHECK_NO_LEAK(start);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -17,8 +17,16 @@
 --     default), random_crop = {size = , padding = } (or a padding), hflip = p, normalize = {mean, std},
 --     then mixup = alpha or cutmix = alpha (both: one per batch, even odds) with num_classes (default
 --     ds.num_classes), which turn y into soft targets (B, num_classes) float32.
---   transform = function(x, y) return x, y end: runs after those, on the caller's thread (for example
---     lark.data.transforms.compose{...}, or moving the batch to the GPU).
+--   pin_memory (false): each batch's x and y are made in pinned (page-locked) host memory, as with
+--     PyTorch's DataLoader(pin_memory=True): on the C path the prefetch thread allocates them there
+--     and fills them in place (no extra copy), on the Lua path the stacked batch is copied there once.
+--     Moving a pinned batch to a GPU is one DMA from those pages. Without a GPU it is ordinary memory
+--     and x:is_pinned() is false: the same script runs on a CPU-only machine.
+--   device ("cpu"): "cuda" or "cuda:N" hands out batches already on that GPU (copied there on the
+--     caller's thread; the host batch is freed at once). Use it with pin_memory = true, so that the
+--     copy comes straight from pinned memory. With no usable GPU the loader refuses to start.
+--   transform = function(x, y) return x, y end: runs after those (and after the move to `device`), on
+--     the caller's thread (for example lark.data.transforms.compose{...}).
 --
 -- Datasets with ds:tensors() (TensorDataset, its Subsets, the built-in data sets) are batched in C:
 -- a gather of the shuffled rows fused with the conversion and the transforms, on the prefetch
@@ -35,10 +43,39 @@ local DataLoader = {}
 DataLoader.__index = DataLoader
 
 local transform_keys = {"scale", "normalize", "random_crop", "hflip", "mixup", "cutmix", "num_classes"}
-local known = {batch_size = true, shuffle = true, seed = true, drop_last = true, prefetch = true, transform = true}
+local known = {batch_size = true, shuffle = true, seed = true, drop_last = true, prefetch = true, transform = true,
+               pin_memory = true, device = true}
 for _, k in ipairs(transform_keys) do known[k] = true end
 
 local function is_int(v) return math.type(v) == "integer" end
+
+-- The device option: "cpu", or a GPU this process can use ("cuda", "cuda:N"); else an error saying why.
+local function check_device(device)
+  if device == nil or device == "cpu" then return "cpu" end
+  local index = type(device) == "string" and (device == "cuda" and "0" or device:match("^cuda:(%d+)$"))
+  if not index then
+    error(string.format("DataLoader: device must be cpu, cuda or cuda:N, got '%s'", tostring(device)), 3)
+  end
+  if not lark.cuda.is_available() then
+    error(string.format("DataLoader: device %s: no CUDA device is available (lark.cuda.is_available() is false)",
+      device), 3)
+  end
+  local n = lark.cuda.device_count()
+  if tonumber(index) >= n then
+    error(string.format("DataLoader: device %s: no such CUDA device (%d found: cuda:0 .. cuda:%d)", device, n,
+      n - 1), 3)
+  end
+  return device
+end
+
+-- A host batch tensor moved to device; the host copy is freed now rather than at the next
+-- collection (pinned pages are a scarce resource, and nobody else holds this batch).
+local function move(t, device)
+  if t == nil or device == "cpu" then return t end
+  local d = t:to(device)
+  if d ~= t then t:free() end
+  return d
+end
 
 --- DataLoader(ds, opts): see the top of this file.
 local function new(ds, opts)
@@ -55,6 +92,10 @@ local function new(ds, opts)
   if opts.transform ~= nil and type(opts.transform) ~= "function" and not (getmetatable(opts.transform) or {}).__call then
     error("DataLoader: transform must be a function(x, y) returning x, y", 2)
   end
+  if opts.pin_memory ~= nil and type(opts.pin_memory) ~= "boolean" then
+    error("DataLoader: pin_memory must be a boolean, got " .. tostring(opts.pin_memory), 2)
+  end
+  local device = check_device(opts.device)
   local seed = opts.seed
   if seed == nil then seed = lark.randint(0, 1 << 62, {1}):item() end
   if not is_int(seed) then error("DataLoader: seed must be an integer, got " .. tostring(seed), 2) end
@@ -64,11 +105,13 @@ local function new(ds, opts)
   local self = setmetatable({
     dataset = ds, batch_size = bs, shuffle = opts.shuffle and true or false, drop_last = opts.drop_last and true or false,
     seed = seed, prefetch = prefetch, transform = opts.transform, epoch = 0, _copts = copts,
+    pin_memory = opts.pin_memory or false, device = device,
   }, DataLoader)
   local images, labels, rows
   if type(ds) == "table" and type(ds.tensors) == "function" then images, labels, rows = ds:tensors() end
   if images then
-    local c = {batch_size = bs, shuffle = self.shuffle, drop_last = self.drop_last, seed = seed, prefetch = prefetch}
+    local c = {batch_size = bs, shuffle = self.shuffle, drop_last = self.drop_last, seed = seed, prefetch = prefetch,
+               pin_memory = self.pin_memory}
     for k, v in pairs(copts) do c[k] = v end
     self._c = D.Loader(images, labels, rows, c)
     self._n = self._c:num_samples()
@@ -140,6 +183,13 @@ function DataLoader:_lua_batch(order, b)
     local g = lark.Generator(D.stream_seed(self.seed, self.epoch, b))
     x, y = D.transform(x, y, self._copts, g)
   end
+  if self.pin_memory then
+    -- a copy into pinned pages; the ordinary one is dropped now (nobody else holds it)
+    local px, py = lark.is_tensor(x) and x:pin_memory() or x, lark.is_tensor(y) and y:pin_memory() or y
+    if px ~= x then x:free() end
+    if py ~= y then y:free() end
+    x, y = px, py
+  end
   return x, y
 end
 
@@ -147,7 +197,7 @@ end
 function DataLoader:iter()
   self.epoch = self._next_epoch or (self.epoch + 1)
   self._next_epoch = nil
-  local user = self.transform
+  local user, device = self.transform, self.device
   if self._c then
     local c = self._c
     c:start(self.epoch)
@@ -155,6 +205,7 @@ function DataLoader:iter()
     return function()
       local x, y = c:next()
       if x == nil then return nil end
+      x, y = move(x, device), move(y, device)
       if user then x, y = user(x, y) end
       return x, y
     end, nil, nil, closer
@@ -171,6 +222,7 @@ function DataLoader:iter()
     b = b + 1
     if b > nb then return nil end
     local x, y = self:_lua_batch(order, b)
+    x, y = move(x, device), move(y, device)
     if user then x, y = user(x, y) end
     return x, y
   end
@@ -178,8 +230,9 @@ end
 
 DataLoader.__name = "lark.data.DataLoader"
 function DataLoader:__tostring()
-  return string.format("lark.data.DataLoader(%d samples, batch_size=%d, %d batches%s%s, prefetch=%d, %s path)", self._n,
-    self.batch_size, #self, self.shuffle and ", shuffle" or "", self.drop_last and ", drop_last" or "", self.prefetch,
+  return string.format("lark.data.DataLoader(%d samples, batch_size=%d, %d batches%s%s, prefetch=%d%s%s, %s path)",
+    self._n, self.batch_size, #self, self.shuffle and ", shuffle" or "", self.drop_last and ", drop_last" or "",
+    self.prefetch, self.pin_memory and ", pin_memory" or "", self.device ~= "cpu" and ", device=" .. self.device or "",
     self._c and "C" or "Lua")
 end
 
