@@ -4,8 +4,8 @@ local lark = require "lark"
 
 local util = {}
 
---- util.options(arg, defaults): parses --threads N, --reps R, --no-torch and any numeric --key V
--- named in defaults; sets lark's thread count. Unknown options are an error.
+--- util.options(arg, defaults): parses --threads N, --reps R, --no-torch and any --key V named in
+-- defaults (a number where the default is one, else the string); sets lark's thread count. Unknown options are an error.
 function util.options(args, defaults)
   local opts = {threads = lark.get_num_threads(), reps = 9, torch = true}
   for k, v in pairs(defaults or {}) do opts[k] = v end
@@ -15,7 +15,12 @@ function util.options(args, defaults)
     if key == "no-torch" then
       opts.torch = false
     elseif key and opts[key] ~= nil and type(opts[key]) == "number" and args[i + 1] then
-      opts[key] = math.tointeger(tonumber(args[i + 1])) or tonumber(args[i + 1])
+      local v = tonumber(args[i + 1])
+      if not v then error(string.format("option --%s: expected a number, got '%s'", key, args[i + 1]), 0) end
+      opts[key] = math.tointeger(v) or v
+      i = i + 1
+    elseif key and type(opts[key]) == "string" and args[i + 1] then
+      opts[key] = args[i + 1]
       i = i + 1
     else
       error("unknown option " .. tostring(args[i]) .. " (expected --threads N, --reps R, --no-torch)", 0)

@@ -2,6 +2,7 @@
 --
 --   build/bin/lark examples/bench/dwconv_gpu.lua [--R 32] [--K 31] [--reps 5] [--warmup 1]
 --       [--table 0|1] [--slak 0|1] [--fwdbwd 0|1] [--layers 24] [--N 64] [--save 1] [--no-torch]
+--       [--precision highest|high|medium]
 --
 -- Cases (shared/reference/GPU.md):
 --   - RepLKNet Table 1: 24 depth-wise layers in a chain, input (64, 384, R, R) float32, K x K kernels,
@@ -18,7 +19,12 @@
 -- Timing: lark.cuda.synchronize() before and after each run, wall clock between, median of --reps
 -- runs after --warmup runs; PyTorch the same with torch.cuda.synchronize(). TFLOP/s count 2 flops
 -- per multiply-add over all taps, and (in-bounds) over the taps that touch the real map, as GPU.md
--- does; fwdbwd counts the passes it runs. Both sides are exact FP32 (TF32 off in PyTorch).
+-- does; fwdbwd counts the passes it runs.
+-- Precision: by default ("highest") both sides are exact FP32 (TF32 off in PyTorch). --precision high
+-- runs lark's TF32 tensor-core kernels (lark.set_float32_matmul_precision("high")) and PyTorch with
+-- TF32 allowed (its depth-wise kernel has no TF32 path, so it stays FP32); --precision medium runs
+-- lark's BF16 tensor-core kernels (float32 tensors, BF16 products, float32 sums) and PyTorch under
+-- torch.autocast(bfloat16), which is what a PyTorch user would run for speed (BF16 tensors).
 -- --save 1 writes the rows, with the GPU and versions PyTorch reports, to
 -- examples/bench/dwconv_gpu_results.json. Without a GPU it says so and exits 0.
 local here = arg[0]:match("^(.*/)") or "./"
@@ -27,7 +33,8 @@ local lark = require "lark"
 local util = require "bench_util"
 
 local opts = util.options(arg, {reps = 5, warmup = 1, R = 0, K = 0, N = 64, C = 384, layers = 24, table = 1,
-                                slak = 1, slak_N = 64, blocks = 3, fwdbwd = 1, save = 0})
+                                slak = 1, slak_N = 64, blocks = 3, fwdbwd = 1, save = 0, precision = "highest"})
+lark.set_float32_matmul_precision(opts.precision) -- checks the name before any GPU work
 if not lark.cuda.is_available() then
   print("dwconv_gpu: no CUDA device (lark.cuda.is_available() is false): nothing to measure on this machine")
   os.exit(0)
@@ -53,8 +60,9 @@ end
 local torch_res, torch_info = {}, nil
 if opts.torch then
   local args = string.format("--N %d --C %d --layers %d --R %d --K %d --reps %d --warmup %d --table %d --slak %d " ..
-                             "--slak_N %d --blocks %d --fwdbwd %d", opts.N, opts.C, opts.layers, opts.R, opts.K,
-                             opts.reps, opts.warmup, opts.table, opts.slak, opts.slak_N, opts.blocks, opts.fwdbwd)
+                             "--slak_N %d --blocks %d --fwdbwd %d --precision %s", opts.N, opts.C, opts.layers, opts.R,
+                             opts.K, opts.reps, opts.warmup, opts.table, opts.slak, opts.slak_N, opts.blocks,
+                             opts.fwdbwd, opts.precision)
   for _, py in ipairs({"/usr/bin/python3", "python3"}) do
     local p = io.popen(py .. " " .. here .. "dwconv_gpu_torch.py " .. args .. " 2>&1")
     local got, why = false, nil
@@ -105,8 +113,10 @@ end
 local HEADER = string.format("%4s %4s %-7s %10s %8s %8s %11s %8s %10s", "R", "K", "pass", "lark ms", "TFLOP/s",
   "in-bnds", "PyTorch ms", "TFLOP/s", "PT/lark")
 
-print(string.format("depth-wise conv2d on the GPU, float32, median of %d runs after %d warm-up%s", opts.reps,
-  opts.warmup, torch_info and ("; PyTorch " .. torch_info) or (opts.torch and "; PyTorch: not available" or "")))
+local PRECISION = {highest = "exact FP32", high = "TF32 tensor cores (PyTorch: TF32 allowed)",
+                   medium = "BF16 tensor cores (PyTorch: autocast to bfloat16)"}
+print(string.format("depth-wise conv2d on the GPU, float32 tensors, %s, median of %d runs after %d warm-up%s",
+  PRECISION[opts.precision], opts.reps, opts.warmup, torch_info and ("; PyTorch " .. torch_info) or (opts.torch and "; PyTorch: not available" or "")))
 
 -- a randn tensor made on the CPU and moved (random fills on the GPU are another backend's business)
 local function randn_gpu(...) return lark.randn(...):cuda() end
@@ -241,8 +251,9 @@ if opts.save == 1 then
   end
   local path = here .. "dwconv_gpu_results.json"
   local f = assert(io.open(path, "w"))
-  f:write(string.format('{\n  "torch_info": %s,\n  "N": %d, "C": %d, "layers": %d, "reps": %d,\n  "rows": [\n%s\n  ]\n}\n',
-    torch_info or "null", opts.N, opts.C, opts.layers, opts.reps, table.concat(parts, ",\n")))
+  f:write(string.format('{\n  "torch_info": %s,\n  "precision": "%s", "N": %d, "C": %d, "layers": %d, "reps": %d,\n' ..
+    '  "rows": [\n%s\n  ]\n}\n', torch_info or "null", opts.precision, opts.N, opts.C, opts.layers, opts.reps,
+    table.concat(parts, ",\n")))
   f:close()
   print("\nwrote " .. path)
 end

@@ -15,12 +15,14 @@ needing none).
 
 Timing: torch.cuda.synchronize() before and after each run, wall clock between, median of --reps
 runs after --warmup runs. cudnn.benchmark on, TF32 off (an exact FP32 comparison; PyTorch sends
-FP32 depth-wise convolutions to its own kernel anyway, not to cuDNN).
+FP32 depth-wise convolutions to its own kernel anyway, not to cuDNN) unless --precision high
+(TF32 allowed) or medium (every chain under torch.autocast to bfloat16).
 
 Output, one line each: "info <json>" (GPU, versions), then "result <kind> <R> <K> <pass> <seconds>"
 (kind "replk" or "slak"; K is 51 for SLaK). Without torch or CUDA: "info no-torch <why>" and exit 0.
 """
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -47,6 +49,8 @@ def main():
     ap.add_argument("--slak_N", type=int, default=64)
     ap.add_argument("--blocks", type=int, default=3)
     ap.add_argument("--fwdbwd", type=int, default=1, help="also time forward + backward")
+    ap.add_argument("--precision", default="highest", choices=["highest", "high", "medium"],
+                    help="highest: exact FP32; high: TF32 allowed; medium: autocast to bfloat16")
     args = ap.parse_args()
 
     try:
@@ -61,8 +65,14 @@ def main():
 
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    tf32 = args.precision != "highest"
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    # medium: the chains run under autocast to bfloat16 (what a PyTorch user runs for speed)
+    def amp():
+        if args.precision == "medium":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
     props = torch.cuda.get_device_properties(dev)
     print("info " + json.dumps({
         "gpu": props.name, "sms": props.multi_processor_count, "memory_gb": round(props.total_memory / 2**30, 1),
@@ -72,13 +82,15 @@ def main():
 
     def timeit(fn):
         for _ in range(args.warmup):
-            fn()
+            with amp():
+                fn()
         torch.cuda.synchronize()
         ts = []
         for _ in range(args.reps):
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            fn()
+            with amp():
+                fn()
             torch.cuda.synchronize()
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts)
