@@ -76,7 +76,8 @@ lark_tensor *lark_dwconv2d_sum_backward_input_reference(const lark_tensor *grad_
  * dense one times the mask (0 at masked-out taps; for the "dense gradients" of gradient growth, use
  * lark_dwconv2d_backward_weight). At stride 1, dilation 1 the masked-out taps are skipped when few
  * enough taps are live (see lark_dwconv2d_set_sparse_path); other parameters run the dense
- * kernels on weight * mask. */
+ * kernels on weight * mask. On a device (every operand, masks included, on one GPU) they run the
+ * device's dense kernels on weight * mask, with the same checks and messages. */
 lark_tensor *lark_dwconv2d_masked_forward(const lark_tensor *input, const lark_tensor *weight, const lark_tensor *mask,
                                           const lark_tensor *bias, const lark_conv2d_params *p);
 lark_tensor *lark_dwconv2d_masked_backward_input(const lark_tensor *grad_out, const lark_tensor *weight,

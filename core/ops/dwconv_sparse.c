@@ -31,6 +31,12 @@
  * Only stride 1, dilation 1 runs here; other parameters take the dense kernels on weight * mask
  * (correct, not faster). The plain reference is the dense reference on weight * mask
  * (spec/dwconv_sparse_spec.lua compares both paths with it on awkward shapes).
+ *
+ * On a device (any operand off the CPU: the CUDA backend) the same contract is composed from ops
+ * that run there: weight * mask, then the dense front functions of dwconv.c (which send device
+ * tensors to the backend's dwconv kernels), and the dense weight gradient times the mask. The
+ * checks and their messages are the CPU path's, plus one device for every operand (mask
+ * included). No skipping of taps there: the GPU's dense kernels are what runs.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +44,7 @@
 
 #include "../backend.h"
 #include "dwconv.h"
+#include "dwconv_device.h"
 #include "dwconv_internal.h"
 #include "grad.h"
 
@@ -74,7 +81,8 @@ const char *lark_dwconv2d_sparse_path(void) { return sparse_mode == 1 ? "sparse"
 
 /* ---- validation and the merged frame ------------------------------------------------------------ */
 
-/* mask (C, 1, kh, kw) bool on the CPU, or NULL (every tap live). */
+/* mask (C, 1, kh, kw) bool, or NULL (every tap live); its device is checked with the other
+ * operands' (on_device, check_one_device). */
 static int check_mask(const char *op, const lark_tensor *mask, const lark_tensor *weight, int k, int nk,
                       int64_t c, const lark_conv2d_params *p) {
   if (!mask) return 0;
@@ -86,8 +94,6 @@ static int check_mask(const char *op, const lark_tensor *mask, const lark_tensor
   if (mask->dtype != LARK_BOOL)
     return lark_set_error(LARK_ERR_DTYPE, "%s: %s must be bool (true = live tap), got %s", op, name,
                           lark_dtype_name(mask->dtype));
-  lark_device dev = lark_tensor_device(mask);
-  if (dev.kind != LARK_CPU) return lark_backend_missing(op, dev);
   int64_t want[4] = {c, 1, p->kh, p->kw};
   bool ok = mask->ndim == 4;
   for (int d = 0; ok && d < 4; d++) ok = mask->shape[d] == want[d];
@@ -692,11 +698,45 @@ static bool use_sparse(int nk, const lark_conv2d_params p[], const frame *f, int
   return frame_taps >= SPARSE_MIN_TAPS && (double)*live < max_density * (double)dense;
 }
 
-/* The masked kernels run on the CPU only: n tensors (NULL ones skipped). */
-static int check_cpu(const char *op, int n, const lark_tensor *const ts[]) {
-  for (int i = 0; i < n; i++)
-    if (ts[i] && ts[i]->storage && lark_tensor_device(ts[i]).kind != LARK_CPU)
-      return lark_backend_missing(op, lark_tensor_device(ts[i]));
+/* Whether any operand lives off the CPU (NULL ones skipped): x, y, the nk weights (weights may be
+ * NULL) and the masks (masks may be NULL). Then the device path runs, which also reports operands
+ * split between the CPU and a device. */
+static bool on_device(const lark_tensor *x, const lark_tensor *y, int nk, const lark_tensor *const weights[],
+                      const lark_tensor *const masks[]) {
+  if (nk < 1 || nk > MAX_KERNELS) return false; /* the argument checks report it */
+  if (lark_dwconv2d_sum_on_device(x, weights ? nk : 0, weights, y)) return true;
+  for (int k = 0; masks && k < nk; k++)
+    if (lark_dwconv2d_on_device(masks[k], NULL, NULL)) return true;
+  return false;
+}
+
+/* The device path's operands all on one device: x (named xn), y (yn; may be NULL), the weights and
+ * the masks (NULL entries skipped), named as the argument checks name them; and that device's
+ * backend has the dense kernels (else "op: not implemented for <device>", naming this op). */
+static int check_one_device(const char *op, const lark_tensor *x, const char *xn, const lark_tensor *y,
+                            const char *yn, int nk, const lark_tensor *const weights[],
+                            const lark_tensor *const masks[]) {
+  const lark_tensor *ts[2 * MAX_KERNELS + 2];
+  const char *names[2 * MAX_KERNELS + 2];
+  char buf[2 * MAX_KERNELS][24];
+  int n = 0;
+  ts[n] = x, names[n++] = xn;
+  if (y) ts[n] = y, names[n++] = yn;
+  for (int k = 0; k < nk; k++) {
+    const lark_tensor *pair[2] = {weights ? weights[k] : NULL, masks[k]};
+    for (int i = 0; i < 2; i++) {
+      if (!pair[i]) continue;
+      if (nk > 1) snprintf(buf[2 * k + i], sizeof buf[0], "%s %d", i ? "mask" : "weight", k + 1);
+      else snprintf(buf[2 * k + i], sizeof buf[0], "%s", i ? "mask" : "weight");
+      ts[n] = pair[i], names[n++] = buf[2 * k + i];
+    }
+  }
+  int rc = lark_check_same_device(op, n, ts, names);
+  if (rc) return rc;
+  lark_device dev = lark_tensor_device(x);
+  const lark_backend *be = lark_backend_for(dev);
+  if (!be || !be->dwconv_forward || !be->dwconv_backward_input || !be->dwconv_backward_weight)
+    return lark_backend_missing(op, dev);
   return 0;
 }
 
@@ -710,6 +750,20 @@ static int check_masks(const char *op, int nk, const lark_tensor *const weights[
   return 0;
 }
 
+/* The dense kernels on weights * masks (dwconv.c's front functions, on the operands' device): the
+ * CPU's path where skipping taps does not pay, and the device path. Arguments as masked_corr's. */
+static lark_tensor *dense_corr(bool backward, const lark_tensor *x, int nk, const lark_tensor *const weights[],
+                               const lark_tensor *const masks[], const lark_tensor *bias,
+                               const int64_t input_shape[4], const lark_conv2d_params p[]) {
+  lark_tensor *mw[MAX_KERNELS], *out;
+  if (masked_weights(nk, weights, masks, mw)) return NULL;
+  const lark_tensor *const *cw = (const lark_tensor *const *)mw;
+  out = backward ? lark_dwconv2d_sum_backward_input(x, nk, cw, input_shape, p)
+                 : lark_dwconv2d_sum_forward(x, nk, cw, bias, p);
+  release_all(nk, mw);
+  return out;
+}
+
 /* forward (backward false: x = input, shape its own) or input gradient (x = grad_out, shape =
  * input_shape) of the sum of the masked kernels. */
 static lark_tensor *masked_corr(const char *op, bool backward, const lark_tensor *x, int nk,
@@ -717,15 +771,15 @@ static lark_tensor *masked_corr(const char *op, bool backward, const lark_tensor
                                 const lark_tensor *bias, const int64_t input_shape[4], const lark_conv2d_params p[]) {
   int64_t ho, wo;
   if (!weights) return (lark_set_error(LARK_ERR_ARG, "%s: weights is NULL", op), NULL);
-  if (nk >= 1 && nk <= MAX_KERNELS) {
-    const lark_tensor *ts[2 * MAX_KERNELS + 2] = {x, bias};
-    for (int k = 0; k < nk; k++) ts[2 + k] = weights[k], ts[2 + nk + k] = masks ? masks[k] : NULL;
-    if (check_cpu(op, 2 + 2 * nk, ts)) return NULL;
-  }
+  bool dev = on_device(x, bias, nk, weights, masks);
   if (lark_dwconv_check_args(op, x, backward ? input_shape : NULL, nk, weights, bias, p, &ho, &wo)) return NULL;
   const int64_t *in = backward ? input_shape : x->shape;
   int64_t n = in[0], c = in[1], h = in[2], w = in[3];
   if (check_masks(op, nk, weights, masks, c, p)) return NULL;
+  if (dev) {
+    if (check_one_device(op, x, backward ? "grad_out" : "input", bias, "bias", nk, weights, masks)) return NULL;
+    return dense_corr(backward, x, nk, weights, masks, bias, input_shape, p);
+  }
   lark_tensor *mheld[MAX_KERNELS];
   const bool *mp[MAX_KERNELS];
   if (mask_data(nk, masks, mheld, mp)) return NULL;
@@ -733,15 +787,8 @@ static lark_tensor *masked_corr(const char *op, bool backward, const lark_tensor
   int64_t live;
   lark_tensor *out = NULL;
   if (!use_sparse(nk, p, &f, c, backward ? w : wo, x->dtype, mp, SPARSE_CORR_MAX_DENSITY, &live)) {
-    lark_tensor *mw[MAX_KERNELS];
-    if (!masked_weights(nk, weights, masks, mw)) {
-      const lark_tensor *const *cw = (const lark_tensor *const *)mw;
-      out = backward ? lark_dwconv2d_sum_backward_input(x, nk, cw, input_shape, p)
-                     : lark_dwconv2d_sum_forward(x, nk, cw, bias, p);
-      release_all(nk, mw);
-    }
     release_all(nk, mheld);
-    return out;
+    return dense_corr(backward, x, nk, weights, masks, bias, input_shape, p);
   }
   int64_t oshape[4] = {n, c, backward ? h : ho, backward ? w : wo};
   out = lark_empty(4, oshape, x->dtype, NULL);
@@ -775,18 +822,36 @@ static lark_tensor *masked_corr(const char *op, bool backward, const lark_tensor
   return out;
 }
 
+/* The dense weight gradients (dwconv.c's front function, on the operands' device) times the masks,
+ * into grads[0 .. nk); all or none (the rest NULL). */
+static int dense_weight_grads(const lark_tensor *grad_out, const lark_tensor *input, int nk,
+                              const lark_tensor *const masks[], const lark_conv2d_params p[], lark_tensor *grads[]) {
+  int rc = 0;
+  for (int k = 0; k < nk && !rc; k++) {
+    lark_tensor *g = lark_dwconv2d_backward_weight(grad_out, input, &p[k]);
+    if (g && masks[k]) {
+      lark_tensor *m = lark_cast(masks[k], g->dtype);
+      lark_tensor *gm = m ? lark_binary(LARK_OP_MUL, g, m) : NULL;
+      lark_tensor_release(m);
+      lark_tensor_release(g);
+      g = gm;
+    }
+    if (!(grads[k] = g)) rc = lark_error_code();
+  }
+  if (rc) {
+    release_all(nk, grads);
+    for (int k = 0; k < nk; k++) grads[k] = NULL;
+  }
+  return rc;
+}
+
 static int masked_weight_grads(const char *op, const lark_tensor *grad_out, const lark_tensor *input, int nk,
                                const lark_tensor *const masks[], const lark_conv2d_params p[], lark_tensor *grads[]) {
   int64_t ho, wo;
   if (!grads) return lark_set_error(LARK_ERR_ARG, "%s: grads is NULL", op);
   for (int k = 0; k < nk && k < MAX_KERNELS; k++) grads[k] = NULL;
-  int rc = 0;
-  if (nk >= 1 && nk <= MAX_KERNELS) {
-    const lark_tensor *ts[MAX_KERNELS + 2] = {grad_out, input};
-    for (int k = 0; k < nk; k++) ts[2 + k] = masks ? masks[k] : NULL;
-    if ((rc = check_cpu(op, 2 + nk, ts))) return rc;
-  }
-  rc = lark_dwconv_check_args(op, input, NULL, nk, NULL, NULL, p, &ho, &wo);
+  bool dev = on_device(grad_out, input, nk, NULL, masks);
+  int rc = lark_dwconv_check_args(op, input, NULL, nk, NULL, NULL, p, &ho, &wo);
   if (rc) return rc;
   const int64_t *in = input->shape;
   int64_t n = in[0], c = in[1], h = in[2], w = in[3];
@@ -795,24 +860,17 @@ static int masked_weight_grads(const char *op, const lark_tensor *grad_out, cons
     return lark_set_error(LARK_ERR_DTYPE, "%s: grad_out (%s) and input (%s) must have the same dtype", op,
                           lark_dtype_name(grad_out->dtype), lark_dtype_name(input->dtype));
   if ((rc = check_masks(op, nk, NULL, masks, c, p))) return rc;
+  if (dev) {
+    if ((rc = check_one_device(op, grad_out, "grad_out", input, "input", nk, NULL, masks))) return rc;
+    return dense_weight_grads(grad_out, input, nk, masks, p, grads);
+  }
   lark_tensor *mheld[MAX_KERNELS];
   const bool *mp[MAX_KERNELS];
   if ((rc = mask_data(nk, masks, mheld, mp))) return rc;
   frame f = make_frame(nk, p);
   int64_t live;
   if (!use_sparse(nk, p, &f, c, wo, input->dtype, mp, SPARSE_WEIGHT_MAX_DENSITY, &live) || n * ho * wo == 0) {
-    /* dense gradients, masked */
-    for (int k = 0; k < nk && !rc; k++) {
-      lark_tensor *g = lark_dwconv2d_backward_weight(grad_out, input, &p[k]);
-      if (g && masks[k]) {
-        lark_tensor *m = lark_cast(masks[k], g->dtype);
-        lark_tensor *gm = m ? lark_binary(LARK_OP_MUL, g, m) : NULL;
-        lark_tensor_release(m);
-        lark_tensor_release(g);
-        g = gm;
-      }
-      if (!(grads[k] = g)) rc = lark_error_code();
-    }
+    rc = dense_weight_grads(grad_out, input, nk, masks, p, grads);
   } else {
     for (int k = 0; k < nk && !rc; k++)
       if (!(grads[k] = lark_empty(4, (int64_t[]){c, 1, p[k].kh, p[k].kw}, input->dtype, NULL))) rc = lark_error_code();

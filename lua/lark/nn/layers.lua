@@ -136,9 +136,11 @@ end
 
 function Conv2d:forward(x)
   local m = self.weight_mask
-  -- a mask from lark.sparse on a depth-wise conv: the sparse kernel, which skips inactive taps
+  -- a mask from lark.sparse on a depth-wise conv: the masked kernel (on the CPU it skips inactive
+  -- taps, on a GPU it runs the dense kernels on weight * mask), on every device; operands split
+  -- between devices get its error naming both
   if m and self.groups == self.in_channels and self.groups == self.out_channels and lark.is_tensor(x)
-      and x:dtype() == self.weight:dtype() and x:device() == "cpu" and m:device() == "cpu" then
+      and x:dtype() == self.weight:dtype() then
     return lark.dwconv2d_masked(x, self.weight, m, self.bias, {stride = self.stride, padding = self.padding,
       dilation = self.dilation, dense_grad = self.weight_mask_dense_grad})
   end

@@ -193,17 +193,22 @@ local function owner(self, name)
   return self._modules[path], key
 end
 
+-- Installs the mask of `name` and returns it: on its weight's device (a rule may build it anywhere;
+-- apply(), after_backward() and the masked conv need mask and weight on one device).
 local function set_mask(self, name, mask)
+  local p = self.params[name]
+  if p and mask:device() ~= p:device() then mask = mask:to(p:device()) end
   self.masks[name] = mask
   self._inv[name] = mask:logical_not()
-  -- a depth-wise Conv2d holding the mask runs the sparse kernel (lark.dwconv2d_masked), which skips
-  -- the inactive taps; its weight gradient is dense when the rules need dense gradients
+  -- a depth-wise Conv2d holding the mask runs the masked kernel (lark.dwconv2d_masked; on the CPU it
+  -- skips the inactive taps); its weight gradient is dense when the rules need dense gradients
   local mod, key = owner(self, name)
   if key == "weight" and type(mod) == "table" and rawget(mod, "groups") ~= nil then
     rawset(mod, "weight_mask", mask)
     rawset(mod, "weight_mask_dense_grad", self.opts.dense_gradients or self.opts.growth == "gradient"
       or self.opts.keep_dense_grad)
   end
+  return mask
 end
 
 --- m:init(): (re)draws every mask from rules.init and applies it. Called by the constructor.
@@ -232,7 +237,7 @@ function Masking:init()
         error(string.format("Masking: rules.init gave '%s' a mask of shape %s, the parameter is %s", l.name,
           shape_str(v), shape_str(l.weight)), 2)
       end
-      mask = v:dtype() == "bool" and v:clone() or v:ne(0)
+      mask = (v:dtype() == "bool" and v:clone() or v:ne(0)):to(l.weight:device())
       self.target_densities[l.name] = R.count(mask) / l.numel
     else
       error(string.format("Masking: rules.init gave no density or mask for '%s'", l.name), 2)
@@ -371,7 +376,7 @@ function Masking:update()
     if not (lark.is_tensor(new) and new:dtype() == "bool" and new:size() == mask:size()) then
       error(string.format("Masking: rules.grow must return a bool tensor of shape %s for '%s'", shape_str(mask), name), 2)
     end
-    set_mask(self, name, new)
+    new = set_mask(self, name, new)
     local newly = new:logical_and(old[name]:logical_not())
     report[name] = {removed = removed[name], grown = R.count(new) - R.count(mask), newly_active = R.count(newly)}
     if self.opts.reset_optimizer_state then
