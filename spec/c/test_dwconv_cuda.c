@@ -216,9 +216,13 @@ static void check_errors(void) {
   CHECK(!r && error_has("dwconv2d: input (float32) and weight (float64) must have the same dtype"), "dtype message");
   lark_tensor_release(r);
   lark_conv2d_params big = {9, 9, 1, 1, 0, 0, 0, 0, 1, 1};
-  r = lark_dwconv2d_device_forward("dwconv2d", false, xg, wg, NULL, &big);
+  const int64_t w9s[4] = {2, 1, 9, 9};
+  lark_tensor *w9 = rand_tensor(4, w9s, LARK_FLOAT32), *w9g = to_gpu(w9);
+  r = lark_dwconv2d_device_forward("dwconv2d", false, xg, w9g, NULL, &big);
   CHECK(!r && error_has("smaller than the dilated kernel"), "kernel larger than the padded map");
   lark_tensor_release(r);
+  lark_tensor_release(w9);
+  lark_tensor_release(w9g);
   const int64_t wrong[4] = {1, 2, 4, 5};
   lark_tensor *gy = rand_tensor(4, wrong, LARK_FLOAT32), *gyg = to_gpu(gy);
   r = lark_dwconv2d_device_backward_weight("dwconv2d_backward_weight", false, gyg, xg, &p);
