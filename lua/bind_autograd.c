@@ -82,6 +82,25 @@ static int l_detach(lua_State *L) {
   return 1;
 }
 
+/* t:set_data(q): t now shows q's data (shares its storage; shape, dtype and device included), keeping
+ * its own identity, requires_grad flag and grad, as PyTorch's `t.data = q`. Only for leaves (a
+ * tensor with history would lose it): Module:to moves parameters this way, so an optimizer or a
+ * Masking made before model:cuda() keeps working on the moved tensors. */
+static int l_set_data(lua_State *L) {
+  lb_tensor *ut = luaL_checkudata(L, 1, LB_TENSOR_MT);
+  lark_tensor *t = lb_check(L, 1, "set_data"), *q = lb_check(L, 2, "set_data");
+  if (t->grad_fn) return luaL_error(L, "set_data: only a leaf tensor (one without autograd history) can take new data");
+  if (t == q) return 0;
+  lark_tensor *v = lark_detach(q);
+  if (!v) return lb_error(L);
+  v->requires_grad = t->requires_grad;
+  v->grad = t->grad; /* moved over: the caller converts it if it must follow */
+  t->grad = NULL;
+  ut->t = v;
+  lark_tensor_release(t);
+  return 0;
+}
+
 /* t:backward([grad] [, retain_graph | {retain_graph = bool}]) */
 static int l_backward(lua_State *L) {
   lark_tensor *t = lb_check(L, 1, "backward");
@@ -149,7 +168,7 @@ static int l_set_grad_enabled(lua_State *L) {
 }
 
 void lb_register_autograd(lua_State *L, int mod, int methods) {
-  static const luaL_Reg meths[] = {{"requires_grad_", l_requires_grad_}, {"detach", l_detach},
+  static const luaL_Reg meths[] = {{"requires_grad_", l_requires_grad_}, {"detach", l_detach}, {"set_data", l_set_data},
                                    {"backward", l_backward}, {NULL, NULL}};
   lb_register(L, methods, meths);
   static const luaL_Reg funcs[] = {{"is_grad_enabled", l_is_grad_enabled}, {"set_grad_enabled", l_set_grad_enabled},

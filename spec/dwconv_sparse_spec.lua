@@ -323,4 +323,27 @@ gpu_describe("a depth-wise Conv2d under lark.sparse.Masking on CUDA", function()
       end
     end)
   end
+
+  it("follows the model when it moves to the GPU after the optimizer and the Masking were made", function()
+    lark.manual_seed(12)
+    local model = lark.nn.Sequential(lark.nn.Conv2d(4, 4, 7, {padding = 3, groups = 4}), lark.nn.Conv2d(4, 3, 1))
+    local opt = require("lark.optim").SGD(model, {lr = 0.1, momentum = 0.9})
+    local m = sparse.Masking(model, {density = 0.4, init = "ERK", update_frequency = 1, total_steps = 10,
+      optimizer = opt, seed = 3, dense_threshold = false})
+    local w = model[1].weight
+    model:cuda()
+    assert.is_true(rawequal(model[1].weight, w), "the parameter was replaced, not moved")
+    assert.are.equal("cuda:0", w:device())
+    for step = 1, 2 do
+      local d = model(lark.randn(2, 4, 10, 10):cuda()) - lark.randn(2, 3, 10, 10):cuda()
+      opt:zero_grad()
+      ;(d * d):mean():backward()
+      m:after_backward()
+      opt:step()
+      m:step()
+      local mask = m.masks["0.weight"]
+      assert.are.equal("cuda:0", mask:device(), "step " .. step)
+      assert.are.equal(0, w:detach():masked_fill(mask, 0):abs():sum():item(), "step " .. step .. ": weights off the mask")
+    end
+  end)
 end)

@@ -141,6 +141,10 @@ function Conv2d:forward(x)
   -- between devices get its error naming both
   if m and self.groups == self.in_channels and self.groups == self.out_channels and lark.is_tensor(x)
       and x:dtype() == self.weight:dtype() then
+    if m:device() ~= self.weight:device() then -- the model moved after its Masking was made
+      m = m:to(self.weight:device())
+      rawset(self, "weight_mask", m)
+    end
     return lark.dwconv2d_masked(x, self.weight, m, self.bias, {stride = self.stride, padding = self.padding,
       dilation = self.dilation, dense_grad = self.weight_mask_dense_grad})
   end

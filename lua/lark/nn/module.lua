@@ -535,10 +535,13 @@ function Module:_apply(fn)
       if p ~= nil then
         local q = conv(p)
         if not rawequal(q, p) then
-          if q.requires_grad ~= p.requires_grad then q.requires_grad = p.requires_grad end
+          -- the parameter keeps its identity and takes q's data (PyTorch's p.data = q), so what
+          -- holds it (an optimizer, lark.sparse.Masking, a tied module) follows the move
           local g = p.grad
-          if g ~= nil then q.grad = conv(g) end
-          rawset(m, name, q)
+          p.grad = nil
+          p:set_data(q)
+          if g ~= nil then p.grad = conv(g) end
+          cache[p] = p
         end
       end
     end

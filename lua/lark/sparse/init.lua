@@ -264,9 +264,19 @@ local function opt_state(self, name)
   return opt and opt.state and opt.state[name] or nil
 end
 
+-- Masks follow their weights: after model:cuda() (the parameters keep their identity and move), each
+-- mask is moved to its weight's device the next time the Masking works on it.
+local function follow_devices(self)
+  for _, name in ipairs(self.names) do
+    local p, mask = self.params[name], self.masks[name]
+    if p and mask and mask:device() ~= p:device() then set_mask(self, name, mask) end
+  end
+end
+
 --- m:apply(): weights <- weights * mask (under no_grad), and SGD momentum buffers likewise (as the
 -- official apply_mask; AdamW moments are left alone).
 function Masking:apply()
+  follow_devices(self)
   local g <close> = lark.no_grad()
   for _, name in ipairs(self.names) do
     local inv = self._inv[name]
@@ -287,6 +297,7 @@ end
 -- gradients of inactive weights are zeroed; before an update step with gradient growth (or
 -- keep_dense_grad) a copy of each dense gradient is kept first for the grow rule.
 function Masking:after_backward()
+  follow_devices(self)
   local keep = (self.opts.growth == "gradient" or self.opts.keep_dense_grad) and self:is_update_step()
   if keep then self._dense_grads = {} end
   local g <close> = lark.no_grad()
