@@ -157,17 +157,25 @@ __device__ __forceinline__ void tc_accumulate(float (&acc)[MT][NT][4], const typ
 }
 
 /* Fills rows x cols of a warp's tile (row stride ld) with the source at (sy0, sx0), zeros
- * outside the map. */
+ * outside the map. Each lane first issues FILL_BATCH loads, then converts and stores them: a warp
+ * works alone, so the loads in flight per lane are what hides the memory latency. */
+constexpr int FILL_BATCH = 8;
 template <typename SH>
 __device__ __forceinline__ void tc_fill(typename SH::elem *tile, int ld, int rows, int cols, const float *src,
                                         const tc_window &win, int lane) {
-  for (int r = 0; r < rows; r++) {
-    const int sy = win.sy0 + r;
-    const bool row_in = sy >= 0 && sy < win.hs;
-    const float *sr = src + (int64_t)sy * win.ws;
-    for (int c = lane; c < cols; c += 32) {
-      const int sx = win.sx0 + c;
-      tile[(size_t)r * ld + c] = SH::convert(row_in && sx >= 0 && sx < win.ws ? __ldg(sr + sx) : 0.f);
+  const int total = rows * cols;
+  for (int base = 0; base < total; base += 32 * FILL_BATCH) {
+    float v[FILL_BATCH];
+#pragma unroll
+    for (int k = 0; k < FILL_BATCH; k++) {
+      const int i = base + 32 * k + lane, r = i / cols, c = i - r * cols;
+      const int sy = win.sy0 + r, sx = win.sx0 + c;
+      v[k] = i < total && sy >= 0 && sy < win.hs && sx >= 0 && sx < win.ws ? __ldg(src + (int64_t)sy * win.ws + sx) : 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < FILL_BATCH; k++) {
+      const int i = base + 32 * k + lane, r = i / cols, c = i - r * cols;
+      if (i < total) tile[(size_t)r * ld + c] = SH::convert(v[k]);
     }
   }
 }
