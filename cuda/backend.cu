@@ -233,12 +233,15 @@ extern "C" int lark_cuda_memory_stats(int device, lark_memory_stats *out) {
   return 0;
 }
 
+static void host_cache_release(void); /* the pinned blocks kept for reuse (below) */
+
 extern "C" void lark_cuda_empty_cache(void) {
   pthread_once(&probe_once, probe);
   if (device_count == 0 || !memory_ready) return;
   int current = -1;
   if (cudaGetDevice(&current) != cudaSuccess) (void)cudaGetLastError();
   lark_caching_alloc_empty_cache(&device_cache, -1);
+  host_cache_release();
   if (current >= 0 && cudaSetDevice(current) != cudaSuccess) (void)cudaGetLastError(); /* raw_free moved it */
 }
 
@@ -257,8 +260,56 @@ extern "C" void lark_cuda_reset_peak_memory_stats(int device) {
 struct host_header {
   uint64_t magic;
   uint64_t pinned;
-  size_t nbytes;
+  size_t nbytes; /* asked for */
+  size_t total;  /* allocated, header included */
 };
+
+/* Freed pinned blocks wait here for the next request they fit (at most twice their need, so that a
+ * small request does not hold a large block): cudaHostAlloc costs about as much as cudaMalloc,
+ * cudaFreeHost may wait for the device, and a data loader with pin_memory pins two batches of the
+ * same sizes every step, from its prefetch thread (hence the lock). Up to HOST_CACHE_MAX bytes are
+ * kept; lark.cuda.empty_cache() releases them. */
+#define HOST_CACHE_SLOTS 64
+#define HOST_CACHE_MAX ((size_t)1 << 30)
+static pthread_mutex_t host_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct host_header *host_cache[HOST_CACHE_SLOTS];
+static size_t host_cache_bytes;
+
+/* A cached block of total bytes in [total, 2 total), the smallest such, taken out of the cache. */
+static struct host_header *host_cache_take(size_t total) {
+  pthread_mutex_lock(&host_cache_lock);
+  int best = -1;
+  for (int i = 0; i < HOST_CACHE_SLOTS; i++) {
+    struct host_header *h = host_cache[i];
+    if (h && h->total >= total && h->total / 2 < total && (best < 0 || h->total < host_cache[best]->total)) best = i;
+  }
+  struct host_header *h = best >= 0 ? host_cache[best] : NULL;
+  if (h) host_cache[best] = NULL, host_cache_bytes -= h->total;
+  pthread_mutex_unlock(&host_cache_lock);
+  return h;
+}
+
+/* Keeps a freed pinned block for reuse; false when the cache is full (the caller frees it). */
+static bool host_cache_put(struct host_header *h) {
+  bool kept = false;
+  pthread_mutex_lock(&host_cache_lock);
+  if (host_cache_bytes + h->total <= HOST_CACHE_MAX)
+    for (int i = 0; i < HOST_CACHE_SLOTS && !kept; i++)
+      if (!host_cache[i]) host_cache[i] = h, host_cache_bytes += h->total, kept = true;
+  pthread_mutex_unlock(&host_cache_lock);
+  return kept;
+}
+
+static void host_cache_release(void) {
+  pthread_mutex_lock(&host_cache_lock);
+  for (int i = 0; i < HOST_CACHE_SLOTS; i++)
+    if (host_cache[i]) {
+      if (cudaFreeHost(host_cache[i]) != cudaSuccess) (void)cudaGetLastError();
+      host_cache[i] = NULL;
+    }
+  host_cache_bytes = 0;
+  pthread_mutex_unlock(&host_cache_lock);
+}
 
 extern "C" void *lark_cuda_host_alloc(size_t nbytes) {
   if (nbytes > SIZE_MAX / 2) {
@@ -269,7 +320,10 @@ extern "C" void *lark_cuda_host_alloc(size_t nbytes) {
   void *base = NULL;
   bool pinned = false;
   pthread_once(&probe_once, probe);
-  if (device_count > 0) {
+  if (device_count > 0 && (base = host_cache_take(total)) != NULL) {
+    pinned = true;
+    total = ((struct host_header *)base)->total;
+  } else if (device_count > 0) {
     /* portable: pinned for every device's context, not only the current one */
     if (cudaHostAlloc(&base, total, cudaHostAllocPortable) == cudaSuccess) pinned = true;
     else {
@@ -288,6 +342,7 @@ extern "C" void *lark_cuda_host_alloc(size_t nbytes) {
   h->magic = HOST_MAGIC;
   h->pinned = pinned;
   h->nbytes = nbytes;
+  h->total = total;
   return (char *)base + HOST_HEADER;
 }
 
@@ -307,7 +362,7 @@ extern "C" void lark_cuda_host_free(void *ptr) {
   if (!h) return; /* NULL, or not from lark_cuda_host_alloc: free cannot report it */
   h->magic = 0;
   if (!h->pinned) free(h);
-  else if (cudaFreeHost(h) != cudaSuccess) (void)cudaGetLastError(); /* as raw_free */
+  else if (!host_cache_put(h) && cudaFreeHost(h) != cudaSuccess) (void)cudaGetLastError(); /* as raw_free */
 }
 
 static int cuda_memcpy_host(lark_device dev, void *dst, const void *src, size_t nbytes, int to_device) {

@@ -82,7 +82,8 @@ static int l_memory_stats(lua_State *L) {
 }
 
 /* lark.cuda.empty_cache(): gives the GPU memory that no tensor uses back to the driver, on every
- * device, so that other processes (or cudaMalloc outside lark) can have it. Tensors Lua has not
+ * device, so that other processes (or cudaMalloc outside lark) can have it, and the pinned host
+ * blocks kept for reuse too. Tensors Lua has not
  * collected yet still hold theirs: call collectgarbage() first to release those too. Allocation
  * gets slower until the cache fills again. A no-op without a GPU. */
 static int l_empty_cache(lua_State *L) {

@@ -87,6 +87,25 @@ describe("lark.cuda memory", function()
       assert.are.same({1, 2, 3}, v:table())
     end)
 
+    it("reuses pinned host blocks across allocations of a size, and releases them with empty_cache", function()
+      for i = 1, 40 do -- a loader's cycle: pin a batch, move it, free it
+        local x = lark.empty({64, 3, 32, 32}, {pin_memory = true})
+        assert.is_true(x:is_pinned(), "allocation " .. i)
+        x:fill_(i)
+        local g = x:cuda()
+        assert.are.equal(i, g:sum():item() / x:numel())
+        x:free()
+        g:free()
+      end
+      local small = lark.empty({10}, {pin_memory = true}) -- a much smaller request: a new block
+      assert.is_true(small:is_pinned())
+      small:free()
+      lark.cuda.empty_cache()
+      local again = lark.empty({64, 3, 32, 32}, {pin_memory = true})
+      assert.is_true(again:is_pinned())
+      again:free()
+    end)
+
     it("gives cached blocks back with empty_cache", function()
       local s0 = settled_stats()
       local big = lark.empty(64 * MiB, {dtype = "uint8", device = "cuda"}) -- a segment of its own
