@@ -327,7 +327,9 @@ gpu_describe("sort, topk and cumsum on the GPU", function()
             local n, lines = shape[d], cv:numel() // math.max(shape[d], 1)
             local block = n >= 1024 and lines < 16384
             local tol = nil
-            if block and dtype == "float32" then tol = 1e-6 elseif block and dtype == "float64" then tol = 1e-13 end
+            -- float64: a block's scan adds in another order than the CPU's running sum; over 5000
+            -- unit normals (partial sums near 60) that differs by ~1e-13 relative to a small result
+            if block and dtype == "float32" then tol = 1e-6 elseif block and dtype == "float64" then tol = 1e-12 end
             local what = string.format("cumsum %s %s [%s] dim %d", dtype, name, table.concat(shape, ","), d)
             expect_match(gv:cumsum(d), cv:cumsum(d), what, tol)
           end
