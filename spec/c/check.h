@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "lark.h"
+#include "backend.h"
 
 /* ---- checks and the report ------------------------------------------------------------------- */
 
@@ -170,6 +171,37 @@ static inline void expect_on_device(const char *what, const lark_tensor *got, co
   }
   lark_tensor_release(host);
   CHECK(bad < 0, "%s: element %lld is %.17g, expected %.17g", what, (long long)bad, x, y);
+}
+
+/* ---- for host stand-ins of a device backend (the test_*_dispatch.c tests) -------------------- */
+
+/* The storage offset of the q-th of the elements (row-major order) of n dims of shape and stride:
+ * how core/backend.h's reduce geometry lists the kept and the reduced indices. */
+static inline int64_t geom_offset(int64_t q, int n, const int64_t *shape, const int64_t *stride) {
+  int64_t off = 0;
+  for (int d = n - 1; d >= 0; d--) {
+    off += (q % shape[d]) * stride[d];
+    q /= shape[d];
+  }
+  return off;
+}
+
+/* A reduce field that sums and averages, by backend.h's geometry (what the stand-ins' losses, bias
+ * gradients and the specs' sums need); other ops and index outputs are refused. */
+static inline int stand_in_reduce(lark_reduce_op op, const lark_tensor *t, const lark_reduce_geom *g,
+                                  const lark_reduce_args *args, lark_tensor *out, lark_tensor *out_idx) {
+  (void)args;
+  if ((op != LARK_RED_SUM && op != LARK_RED_MEAN) || out_idx)
+    return lark_set_error(LARK_ERR_UNIMPL, "the stand-in reduces by sums and means only (op %d)", (int)op);
+  const char *base = (const char *)lark_data_ptr(t);
+  for (int64_t o = 0; o < g->nout; o++) {
+    int64_t ko = geom_offset(o, g->nk, g->kshape, g->kstride);
+    double d = 0;
+    for (int64_t r = 0; r < g->nred; r++) d += load_as(t->dtype, base, ko + geom_offset(r, g->nr, g->rshape, g->rstride));
+    if (op == LARK_RED_MEAN) d /= (double)g->nred;
+    if (out) store_as(out->dtype, lark_data_ptr(out), o, d);
+  }
+  return 0;
 }
 
 #endif

@@ -26,16 +26,6 @@ enum { C_REDUCE, C_RANDOM, C_BERNOULLI, C_SGD, C_ADAMW, C_LERP, C_NORM, C_N };
 static int calls[C_N];
 static lark_backend fake;
 
-/* Row-major unravelling of q over (n, shape, stride): backend.h's kept_offset / reduced_offset. */
-static int64_t unravel(int64_t q, int n, const int64_t *shape, const int64_t *stride) {
-  int64_t off = 0;
-  for (int d = n - 1; d >= 0; d--) {
-    off += (q % shape[d]) * stride[d];
-    q /= shape[d];
-  }
-  return off;
-}
-
 static bool is_float(lark_dtype dt) { return dt == LARK_FLOAT32 || dt == LARK_FLOAT64; }
 
 static int fake_reduce(lark_reduce_op op, const lark_tensor *t, const lark_reduce_geom *g, const lark_reduce_args *args,
@@ -45,16 +35,16 @@ static int fake_reduce(lark_reduce_op op, const lark_tensor *t, const lark_reduc
   bool fl = is_float(t->dtype);
   double n = (double)g->nred, p = args->p;
   for (int64_t o = 0; o < g->nout; o++) {
-    int64_t ko = unravel(o, g->nk, g->kshape, g->kstride);
+    int64_t ko = geom_offset(o, g->nk, g->kshape, g->kstride);
     double mean = 0;
     if (op == LARK_RED_VAR || op == LARK_RED_STD) {
-      for (int64_t r = 0; r < g->nred; r++) mean += load_as(t->dtype, base, ko + unravel(r, g->nr, g->rshape, g->rstride));
+      for (int64_t r = 0; r < g->nred; r++) mean += load_as(t->dtype, base, ko + geom_offset(r, g->nr, g->rshape, g->rstride));
       mean /= n;
     }
     double d = op == LARK_RED_PROD ? 1 : (op == LARK_RED_NORM && p == -INFINITY) ? INFINITY : 0, e = 0;
     int64_t i = op == LARK_RED_PROD || op == LARK_RED_ALL ? 1 : 0, idx = -1;
     for (int64_t r = 0; r < g->nred; r++) {
-      double x = load_as(t->dtype, base, ko + unravel(r, g->nr, g->rshape, g->rstride));
+      double x = load_as(t->dtype, base, ko + geom_offset(r, g->nr, g->rshape, g->rstride));
       switch (op) {
         case LARK_RED_SUM: case LARK_RED_MEAN: d += x, i += (int64_t)x; break;
         case LARK_RED_PROD: d *= x, i = (int64_t)((uint64_t)i * (uint64_t)(int64_t)x); break;
