@@ -212,11 +212,16 @@ __global__ void __launch_bounds__(32 * TC_WARPS) tc_corr_kernel(const tc_corr_ar
   E *tile = reinterpret_cast<E *>(reinterpret_cast<char *>(tc_smem) + (size_t)warp * a.warp_smem);
   const int rows = TM + a.kh - 1;
   E *krows = tile + (size_t)rows * a.ldx;
-  const int64_t tiles = (int64_t)a.tiles_y * a.tiles_x, items = a.planes * tiles;
+  /* items in channel-major order (channel, image, tile), and each warp takes a contiguous run of
+   * them: consecutive items share a channel, so the kernel rows are loaded about once per run */
+  const int64_t tiles = (int64_t)a.tiles_y * a.tiles_x, per_channel = a.planes / a.c * tiles;
+  const int64_t items = a.planes * tiles, warps = (int64_t)gridDim.x * TC_WARPS;
+  const int64_t run = (items + warps - 1) / warps, first = ((int64_t)blockIdx.x * TC_WARPS + warp) * run;
+  const int64_t last = first + run < items ? first + run : items;
   int64_t loaded = -1; /* the channel whose kernel rows the warp holds */
-  for (int64_t it = (int64_t)blockIdx.x * TC_WARPS + warp; it < items; it += (int64_t)gridDim.x * TC_WARPS) {
-    const int64_t plane = it / tiles, ch = plane % a.c;
-    const int ti = (int)(it % tiles), y0 = ti / a.tiles_x * TM, x0 = ti % a.tiles_x * TN;
+  for (int64_t it = first; it < last; it++) {
+    const int64_t ch = it / per_channel, rest = it % per_channel, plane = rest / tiles * a.c + ch;
+    const int ti = (int)(rest % tiles), y0 = ti / a.tiles_x * TM, x0 = ti % a.tiles_x * TN;
     __syncwarp(); /* the previous item's fragment loads are done */
     if (ch != loaded) {
       const float *wc = a.w + ch * a.kh * a.kw;
@@ -377,7 +382,7 @@ static int tc_query(const char *op, int *sms, int *optin) {
 }
 
 template <typename SH, int S, int MT, int NT>
-static int launch_corr(const char *op, tc_corr_args &a, int optin, bool *handled) {
+static int launch_corr(const char *op, tc_corr_args &a, int sms, int optin, bool *handled) {
   a.tiles_y = (a.ho + 16 * MT - 1) / (16 * MT);
   a.tiles_x = (a.wo + 8 * NT - 1) / (8 * NT);
   a.ldx = tc_stride<SH>(tc_source_cols<SH>(NT, S));
@@ -387,38 +392,41 @@ static int launch_corr(const char *op, tc_corr_args &a, int optin, bool *handled
   if (smem > optin) return 0; /* tall kernels: the exact path */
   auto k = tc_corr_kernel<SH, S, MT, NT>;
   if (tc_prepare(op, k, smem)) return lark_error_code();
-  const int64_t items = a.planes * a.tiles_y * a.tiles_x, blocks = (items + TC_WARPS - 1) / TC_WARPS;
-  k<<<(unsigned)(blocks < INT_MAX ? blocks : INT_MAX), 32 * TC_WARPS, smem>>>(a);
+  /* a few waves of blocks, each warp a contiguous run of items (see the kernel) */
+  const int64_t items = a.planes * a.tiles_y * a.tiles_x;
+  int64_t blocks = (items + TC_WARPS - 1) / TC_WARPS;
+  if (blocks > (int64_t)sms * 8) blocks = (int64_t)sms * 8;
+  k<<<(unsigned)blocks, 32 * TC_WARPS, smem>>>(a);
   *handled = true;
   return lark_cuda_check(cudaGetLastError(), op, "kernel launch failed");
 }
 
 template <typename SH, int S>
-static int corr_tiles(const char *op, tc_corr_args &a, int optin, bool *handled) {
-  if (a.ho <= 16 && a.wo <= 16) return launch_corr<SH, S, 1, 2>(op, a, optin, handled);
-  return launch_corr<SH, S, 2, 4>(op, a, optin, handled);
+static int corr_tiles(const char *op, tc_corr_args &a, int sms, int optin, bool *handled) {
+  if (a.ho <= 16 && a.wo <= 16) return launch_corr<SH, S, 1, 2>(op, a, sms, optin, handled);
+  return launch_corr<SH, S, 2, 4>(op, a, sms, optin, handled);
 }
 
 template <typename SH>
-static int corr(const char *op, tc_corr_args &a, int optin, bool *handled) {
+static int corr(const char *op, tc_corr_args &a, int sms, int optin, bool *handled) {
   const int s = (a.kw + 7 + SH::KS - 1) / SH::KS;
   if constexpr (SH::KS == 8) {
     switch (s) {
-      case 1: return corr_tiles<SH, 1>(op, a, optin, handled);
-      case 2: return corr_tiles<SH, 2>(op, a, optin, handled);
-      case 3: return corr_tiles<SH, 3>(op, a, optin, handled);
-      case 4: return corr_tiles<SH, 4>(op, a, optin, handled);
-      case 5: return corr_tiles<SH, 5>(op, a, optin, handled);
-      case 6: return corr_tiles<SH, 6>(op, a, optin, handled);
-      case 7: return corr_tiles<SH, 7>(op, a, optin, handled);
-      case 8: return corr_tiles<SH, 8>(op, a, optin, handled);
+      case 1: return corr_tiles<SH, 1>(op, a, sms, optin, handled);
+      case 2: return corr_tiles<SH, 2>(op, a, sms, optin, handled);
+      case 3: return corr_tiles<SH, 3>(op, a, sms, optin, handled);
+      case 4: return corr_tiles<SH, 4>(op, a, sms, optin, handled);
+      case 5: return corr_tiles<SH, 5>(op, a, sms, optin, handled);
+      case 6: return corr_tiles<SH, 6>(op, a, sms, optin, handled);
+      case 7: return corr_tiles<SH, 7>(op, a, sms, optin, handled);
+      case 8: return corr_tiles<SH, 8>(op, a, sms, optin, handled);
     }
   } else {
     switch (s) {
-      case 1: return corr_tiles<SH, 1>(op, a, optin, handled);
-      case 2: return corr_tiles<SH, 2>(op, a, optin, handled);
-      case 3: return corr_tiles<SH, 3>(op, a, optin, handled);
-      case 4: return corr_tiles<SH, 4>(op, a, optin, handled);
+      case 1: return corr_tiles<SH, 1>(op, a, sms, optin, handled);
+      case 2: return corr_tiles<SH, 2>(op, a, sms, optin, handled);
+      case 3: return corr_tiles<SH, 3>(op, a, sms, optin, handled);
+      case 4: return corr_tiles<SH, 4>(op, a, sms, optin, handled);
     }
   }
   return 0; /* wider kernels: the exact path */
@@ -497,7 +505,8 @@ extern "C" int lark_cuda_dwconv_tc_corr(const char *op, const lark_tensor *src, 
   a.pl = input_grad ? p->kw - 1 - p->pad_left : p->pad_left;
   a.flip = input_grad, a.accumulate = (flags & LARK_DWCONV_ACCUMULATE) != 0;
   if (a.planes == 0 || ho == 0 || wo == 0) return 0;
-  return flags & LARK_DWCONV_TF32 ? corr<tf32_mma>(op, a, optin, handled) : corr<bf16_mma>(op, a, optin, handled);
+  return flags & LARK_DWCONV_TF32 ? corr<tf32_mma>(op, a, sms, optin, handled)
+                                   : corr<bf16_mma>(op, a, sms, optin, handled);
 }
 
 extern "C" int lark_cuda_dwconv_tc_backward_weight(const char *op, lark_tensor *grad_w, const lark_tensor *grad_out,

@@ -95,6 +95,8 @@ static const tc_case cases[] = {
     {1, 1, 40, 41, 3, 57, 1, 1, 28, 28, "3x57: the widest the path takes"},
     {1, 1, 9, 30, 3, 58, 1, 1, 29, 29, "3x58: the exact kernels' forward"},
     {3, 2, 5, 6, 1, 1, 0, 0, 0, 0, "1x1"},
+    {3, 7, 18, 18, 7, 7, 3, 3, 3, 3, "7x7, 21 planes: a warp's run of items crosses channels"},
+    {5, 9, 17, 20, 5, 5, 2, 2, 2, 2, "5x5, 45 planes"},
 };
 
 static void check_case(const tc_case *k, bool bf16) {
