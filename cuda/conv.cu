@@ -126,7 +126,7 @@ static bool small_problem(int64_t total, unsigned blocks, int64_t c, int64_t h, 
                        (int64_t)p->kh * p->kw * c};
   for (int64_t x : v)
     if (x < 0 || x >= lim) return false;
-  return total < (int64_t)UINT32_MAX - (int64_t)blocks * THREADS;
+  return lark_cuda_fits32(total, blocks, THREADS);
 }
 
 /* Ho and Wo of an (H, W) map under p, or -1 when the padded map is smaller than the dilated kernel. */

@@ -189,6 +189,30 @@ __global__ void lark_cuda_contiguous_kernel(int64_t n, Fn fn) {
   }
 }
 
+/* The geometry of a host iterator for the strided kernels: lark_iter lists dims outermost first,
+ * the geometry innermost first; unused dims have size 1 and stride 0. */
+template <int N>
+lark_cuda_geom<N> lark_cuda_geom_of(const lark_iter &it) {
+  lark_cuda_geom<N> g;
+  g.ndim = it.ndim;
+  for (int d = 0; d < it.ndim; d++) {
+    int src = it.ndim - 1 - d;
+    g.shape[d] = it.shape[src];
+    for (int k = 0; k < N; k++) g.stride[k][d] = it.stride[k][src];
+  }
+  for (int d = it.ndim; d < LARK_MAX_DIMS; d++) {
+    g.shape[d] = 1;
+    for (int k = 0; k < N; k++) g.stride[k][d] = 0;
+  }
+  return g;
+}
+
+/* Whether a grid-stride loop over n items of `blocks` blocks may count in uint32: n + one step of
+ * the whole grid must not wrap. */
+inline bool lark_cuda_fits32(int64_t n, unsigned blocks, int threads) {
+  return n < (int64_t)UINT32_MAX - (int64_t)blocks * threads;
+}
+
 /* Runs fn over the N tensors ts (one shape; ts[0] is the output, the others may be expanded).
  * fn holds the data pointers; it is called with each element's offsets. Sets the current device
  * to ts[0]'s. Returns 0 or a negative status naming op. */
@@ -204,19 +228,8 @@ int lark_cuda_launch(const char *op, const lark_tensor *const *ts, Fn fn) {
   if (contiguous) {
     lark_cuda_contiguous_kernel<N, Fn><<<blocks, LARK_CUDA_THREADS>>>(it.numel, fn);
   } else {
-    lark_cuda_geom<N> g;
-    g.ndim = it.ndim;
-    for (int d = 0; d < it.ndim; d++) {
-      int src = it.ndim - 1 - d; /* lark_iter is outermost first */
-      g.shape[d] = it.shape[src];
-      for (int k = 0; k < N; k++) g.stride[k][d] = it.stride[k][src];
-    }
-    for (int d = it.ndim; d < LARK_MAX_DIMS; d++) {
-      g.shape[d] = 1;
-      for (int k = 0; k < N; k++) g.stride[k][d] = 0;
-    }
-    /* n + step must not wrap index_t in the grid-stride loop: keep a margin of a full grid */
-    if (it.numel < (int64_t)UINT32_MAX - (int64_t)blocks * LARK_CUDA_THREADS)
+    lark_cuda_geom<N> g = lark_cuda_geom_of<N>(it);
+    if (lark_cuda_fits32(it.numel, blocks, LARK_CUDA_THREADS))
       lark_cuda_strided_kernel<uint32_t, N, Fn><<<blocks, LARK_CUDA_THREADS>>>(g, (uint32_t)it.numel, fn);
     else
       lark_cuda_strided_kernel<uint64_t, N, Fn><<<blocks, LARK_CUDA_THREADS>>>(g, (uint64_t)it.numel, fn);

@@ -74,18 +74,8 @@ int launch_linear(const char *op, const lark_tensor *const *ts, Fn fn) {
   lark_iter_init(&it, N, ts);
   if (it.numel <= 0) return 0;
   unsigned blocks = lark_cuda_grid(it.numel, LARK_CUDA_THREADS);
-  lark_cuda_geom<N> g;
-  g.ndim = it.ndim;
-  for (int d = 0; d < it.ndim; d++) {
-    int src = it.ndim - 1 - d; /* lark_iter is outermost first, the geometry innermost first */
-    g.shape[d] = it.shape[src];
-    for (int k = 0; k < N; k++) g.stride[k][d] = it.stride[k][src];
-  }
-  for (int d = it.ndim; d < LARK_MAX_DIMS; d++) {
-    g.shape[d] = 1;
-    for (int k = 0; k < N; k++) g.stride[k][d] = 0;
-  }
-  if (it.numel < (int64_t)UINT32_MAX - (int64_t)blocks * LARK_CUDA_THREADS)
+  lark_cuda_geom<N> g = lark_cuda_geom_of<N>(it);
+  if (lark_cuda_fits32(it.numel, blocks, LARK_CUDA_THREADS))
     linear_kernel<uint32_t, N, Fn><<<blocks, LARK_CUDA_THREADS>>>(g, (uint32_t)it.numel, fn);
   else
     linear_kernel<uint64_t, N, Fn><<<blocks, LARK_CUDA_THREADS>>>(g, (uint64_t)it.numel, fn);

@@ -211,8 +211,15 @@ static int check_pool(const char *op, const lark_tensor *big, const lark_tensor 
   return 0;
 }
 
-/* Whether `total` items run with a uint32 index (n + a whole grid must not wrap). */
-static bool fits32(int64_t total, unsigned blocks) { return total < (int64_t)UINT32_MAX - (int64_t)blocks * THREADS; }
+/* Runs kernel32 (args..., total) over `total` items, or kernel64 when a uint32 index could wrap. */
+template <typename K32, typename K64, typename... Args>
+static int launch_items(const char *op, int64_t total, K32 kernel32, K64 kernel64, Args... args) {
+  if (total == 0) return 0;
+  const unsigned blocks = lark_cuda_grid(total, THREADS);
+  if (lark_cuda_fits32(total, blocks, THREADS)) kernel32<<<blocks, THREADS>>>(args..., (uint32_t)total);
+  else kernel64<<<blocks, THREADS>>>(args..., (uint64_t)total);
+  return lark_cuda_check(cudaGetLastError(), op, "kernel launch failed");
+}
 
 template <typename T>
 static int avg_forward(lark_tensor *out, const lark_tensor *x, const lark_pool2d_args *a, bool adaptive) {
@@ -220,14 +227,8 @@ static int avg_forward(lark_tensor *out, const lark_tensor *x, const lark_pool2d
   pool_geom g;
   int64_t planes;
   if (check_pool(op, x, out, a, adaptive, &g, &planes)) return lark_error_code();
-  const int64_t total = lark_numel(out);
-  if (total == 0) return 0;
-  const T *xd = (const T *)lark_data_ptr(x);
-  T *od = (T *)lark_data_ptr(out);
-  const unsigned blocks = lark_cuda_grid(total, THREADS);
-  if (fits32(total, blocks)) avg_forward_kernel<T, uint32_t><<<blocks, THREADS>>>(xd, od, g, adaptive, (uint32_t)total);
-  else avg_forward_kernel<T, uint64_t><<<blocks, THREADS>>>(xd, od, g, adaptive, (uint64_t)total);
-  return lark_cuda_check(cudaGetLastError(), op, "kernel launch failed");
+  return launch_items(op, lark_numel(out), avg_forward_kernel<T, uint32_t>, avg_forward_kernel<T, uint64_t>,
+                      (const T *)lark_data_ptr(x), (T *)lark_data_ptr(out), g, adaptive);
 }
 
 template <typename T>
@@ -236,14 +237,8 @@ static int avg_backward(lark_tensor *gin, const lark_tensor *gout, const lark_po
   pool_geom g;
   int64_t planes;
   if (check_pool(op, gin, gout, a, adaptive, &g, &planes)) return lark_error_code();
-  const int64_t total = lark_numel(gin);
-  if (total == 0) return 0;
-  const T *gd = (const T *)lark_data_ptr(gout);
-  T *id = (T *)lark_data_ptr(gin);
-  const unsigned blocks = lark_cuda_grid(total, THREADS);
-  if (fits32(total, blocks)) avg_backward_kernel<T, uint32_t><<<blocks, THREADS>>>(gd, id, g, adaptive, (uint32_t)total);
-  else avg_backward_kernel<T, uint64_t><<<blocks, THREADS>>>(gd, id, g, adaptive, (uint64_t)total);
-  return lark_cuda_check(cudaGetLastError(), op, "kernel launch failed");
+  return launch_items(op, lark_numel(gin), avg_backward_kernel<T, uint32_t>, avg_backward_kernel<T, uint64_t>,
+                      (const T *)lark_data_ptr(gout), (T *)lark_data_ptr(gin), g, adaptive);
 }
 
 /* idx: int64, the shape of `like` and contiguous. */
@@ -259,15 +254,8 @@ static int max_forward(lark_tensor *out, lark_tensor *idx, const lark_tensor *x,
   pool_geom g;
   int64_t planes;
   if (check_pool(op, x, out, a, false, &g, &planes) || check_idx(op, idx, out)) return lark_error_code();
-  const int64_t total = lark_numel(out);
-  if (total == 0) return 0;
-  const T *xd = (const T *)lark_data_ptr(x);
-  T *od = (T *)lark_data_ptr(out);
-  int64_t *ix = (int64_t *)lark_data_ptr(idx);
-  const unsigned blocks = lark_cuda_grid(total, THREADS);
-  if (fits32(total, blocks)) max_forward_kernel<T, uint32_t><<<blocks, THREADS>>>(xd, od, ix, g, (uint32_t)total);
-  else max_forward_kernel<T, uint64_t><<<blocks, THREADS>>>(xd, od, ix, g, (uint64_t)total);
-  return lark_cuda_check(cudaGetLastError(), op, "kernel launch failed");
+  return launch_items(op, lark_numel(out), max_forward_kernel<T, uint32_t>, max_forward_kernel<T, uint64_t>,
+                      (const T *)lark_data_ptr(x), (T *)lark_data_ptr(out), (int64_t *)lark_data_ptr(idx), g);
 }
 
 template <typename T>
@@ -276,15 +264,8 @@ static int max_backward(lark_tensor *gin, const lark_tensor *gout, const lark_te
   pool_geom g;
   int64_t planes;
   if (check_pool(op, gin, gout, a, false, &g, &planes) || check_idx(op, idx, gout)) return lark_error_code();
-  const int64_t total = lark_numel(gin);
-  if (total == 0) return 0;
-  const T *gd = (const T *)lark_data_ptr(gout);
-  const int64_t *ix = (const int64_t *)lark_data_ptr(idx);
-  T *id = (T *)lark_data_ptr(gin);
-  const unsigned blocks = lark_cuda_grid(total, THREADS);
-  if (fits32(total, blocks)) max_backward_kernel<T, uint32_t><<<blocks, THREADS>>>(gd, ix, id, g, (uint32_t)total);
-  else max_backward_kernel<T, uint64_t><<<blocks, THREADS>>>(gd, ix, id, g, (uint64_t)total);
-  return lark_cuda_check(cudaGetLastError(), op, "kernel launch failed");
+  return launch_items(op, lark_numel(gin), max_backward_kernel<T, uint32_t>, max_backward_kernel<T, uint64_t>,
+                      (const T *)lark_data_ptr(gout), (const int64_t *)lark_data_ptr(idx), (T *)lark_data_ptr(gin), g);
 }
 
 } /* namespace */
