@@ -207,6 +207,28 @@ lark_cuda_geom<N> lark_cuda_geom_of(const lark_iter &it) {
   return g;
 }
 
+/* The current device's multiprocessors (at least 1) and the most dynamic shared memory a block
+ * may opt into: what kernels with large shared tiles size their launches by. */
+inline int lark_cuda_device_limits(const char *op, int *sms, int *smem_optin) {
+  int dev = 0;
+  if (lark_cuda_check(cudaGetDevice(&dev), op, "cudaGetDevice") ||
+      lark_cuda_check(cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, dev), op,
+                      "cudaDeviceGetAttribute(multiprocessors)") ||
+      lark_cuda_check(cudaDeviceGetAttribute(smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), op,
+                      "cudaDeviceGetAttribute(shared memory per block)"))
+    return lark_error_code();
+  if (*sms < 1) *sms = 1;
+  return 0;
+}
+
+/* Lets kernel use smem bytes of dynamic shared memory (an opt-in above 48 KB). */
+template <typename K>
+int lark_cuda_allow_smem(const char *op, K kernel, size_t smem) {
+  if (smem <= 48 * 1024) return 0;
+  return lark_cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), op,
+                         "cudaFuncSetAttribute(max dynamic shared memory)");
+}
+
 /* Whether a grid-stride loop over n items of `blocks` blocks may count in uint32: n + one step of
  * the whole grid must not wrap. */
 inline bool lark_cuda_fits32(int64_t n, unsigned blocks, int threads) {

@@ -589,17 +589,7 @@ struct device_info {
   int smem_optin;   /* the most dynamic shared memory a block may opt into */
 };
 
-static int query_device(const char *op, device_info *d) {
-  int dev = 0;
-  if (lark_cuda_check(cudaGetDevice(&dev), op, "cudaGetDevice")) return lark_error_code();
-  if (lark_cuda_check(cudaDeviceGetAttribute(&d->sms, cudaDevAttrMultiProcessorCount, dev), op,
-                      "cudaDeviceGetAttribute(multiprocessors)") ||
-      lark_cuda_check(cudaDeviceGetAttribute(&d->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), op,
-                      "cudaDeviceGetAttribute(shared memory per block)"))
-    return lark_error_code();
-  if (d->sms < 1) d->sms = 1;
-  return 0;
-}
+static int query_device(const char *op, device_info *d) { return lark_cuda_device_limits(op, &d->sms, &d->smem_optin); }
 
 /* Grid of a grid-stride loop over `items` blocks' worth of work. */
 static unsigned blocks_for(int64_t items) { return (unsigned)(items < INT_MAX ? (items > 0 ? items : 1) : INT_MAX); }
@@ -638,13 +628,6 @@ static int padded_stride(int need, int tx, int ry) {
   return best;
 }
 
-/* Allows a kernel more than 48 KB of dynamic shared memory. */
-template <typename K>
-static int allow_smem(const char *op, K kernel, size_t smem) {
-  if (smem <= SOFT_SMEM) return 0;
-  return lark_cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), op,
-                         "cudaFuncSetAttribute(max dynamic shared memory)");
-}
 
 /* ---- tiled forward / input gradient ---- */
 
@@ -733,7 +716,7 @@ static bool plan_corr(corr_args<T> &a, const device_info &dev, corr_plan *pl) {
 template <typename T>
 static int launch_corr(const char *op, corr_args<T> &a, const corr_plan &pl) {
   corr_kernel_t<T> k = pick_corr<T>(pl.ry, pl.u);
-  if (allow_smem(op, k, pl.smem)) return lark_error_code();
+  if (lark_cuda_allow_smem(op, k, pl.smem)) return lark_error_code();
   dim3 block(pl.tx, pl.ty, pl.pz);
   k<<<blocks_for(a.items), block, pl.smem>>>(a);
   return lark_cuda_check(cudaGetLastError(), op, "kernel launch failed");
@@ -933,7 +916,7 @@ static int backward_weight(const char *op, lark_tensor *grad_w, const lark_tenso
     wgrad_plan pl;
     if (plan_wgrad(a, dev, &pl)) {
       wgrad_kernel_t<T> k = pick_wgrad<T>(pl.ry);
-      if (allow_smem(op, k, pl.smem)) return lark_error_code();
+      if (lark_cuda_allow_smem(op, k, pl.smem)) return lark_error_code();
       dim3 block(pl.tx, pl.ty, pl.slices);
       const int64_t taps = (int64_t)p->kh * p->kw;
       if (a.splits == 1) {

@@ -360,27 +360,6 @@ static int tc_warp_smem(size_t elem, int rows, int ldx, int krows, int ldk) {
   return (int)((bytes + 15) / 16 * 16);
 }
 
-template <typename K>
-static int tc_prepare(const char *op, K kernel, int smem) {
-  if (smem > 48 * 1024 &&
-      lark_cuda_check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), op,
-                      "cudaFuncSetAttribute(max dynamic shared memory)"))
-    return lark_error_code();
-  return 0;
-}
-
-static int tc_query(const char *op, int *sms, int *optin) {
-  int dev = 0;
-  if (lark_cuda_check(cudaGetDevice(&dev), op, "cudaGetDevice") ||
-      lark_cuda_check(cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, dev), op,
-                      "cudaDeviceGetAttribute(multiprocessors)") ||
-      lark_cuda_check(cudaDeviceGetAttribute(optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), op,
-                      "cudaDeviceGetAttribute(shared memory per block)"))
-    return lark_error_code();
-  if (*sms < 1) *sms = 1;
-  return 0;
-}
-
 template <typename SH, int S, int MT, int NT>
 static int launch_corr(const char *op, tc_corr_args &a, int sms, int optin, bool *handled) {
   a.tiles_y = (a.ho + 16 * MT - 1) / (16 * MT);
@@ -391,7 +370,7 @@ static int launch_corr(const char *op, tc_corr_args &a, int sms, int optin, bool
   const int smem = a.warp_smem * TC_WARPS;
   if (smem > optin) return 0; /* tall kernels: the exact path */
   auto k = tc_corr_kernel<SH, S, MT, NT>;
-  if (tc_prepare(op, k, smem)) return lark_error_code();
+  if (lark_cuda_allow_smem(op, k, (size_t)smem)) return lark_error_code();
   /* a few waves of blocks, each warp a contiguous run of items (see the kernel) */
   const int64_t items = a.planes * a.tiles_y * a.tiles_x;
   int64_t blocks = (items + TC_WARPS - 1) / TC_WARPS;
@@ -454,7 +433,7 @@ static int wgrad(const char *op, tc_wgrad_args &a, lark_tensor *grad_w_t, bool a
   a.yslices = (int)((total_rows + a.rows_per_slice - 1) / a.rows_per_slice);
   const int splits = a.xchunks * a.yslices, taps = a.kh * a.kw;
   auto k = tc_wgrad_kernel<SH, S, MT, NT>;
-  if (tc_prepare(op, k, smem)) return lark_error_code();
+  if (lark_cuda_allow_smem(op, k, (size_t)smem)) return lark_error_code();
   const lark_device d = lark_tensor_device(grad_w_t);
   const int64_t part_shape[1] = {a.c * splits * taps};
   lark_tensor *part = lark_empty(1, part_shape, LARK_FLOAT32, &d);
@@ -493,7 +472,7 @@ extern "C" int lark_cuda_dwconv_tc_corr(const char *op, const lark_tensor *src, 
   const int64_t hs = src->shape[2], ws = src->shape[3], ho = out->shape[2], wo = out->shape[3];
   if (hs == 0 || ws == 0 || !tc_sizes_ok(hs, ws, ho, wo, p)) return 0;
   int sms = 0, optin = 0;
-  if (tc_query(op, &sms, &optin)) return lark_error_code();
+  if (lark_cuda_device_limits(op, &sms, &optin)) return lark_error_code();
   tc_corr_args a = {};
   a.src = (const float *)lark_data_ptr(src), a.w = (const float *)lark_data_ptr(weight);
   a.bias = bias ? (const float *)lark_data_ptr(bias) : NULL, a.out = (float *)lark_data_ptr(out);
@@ -521,7 +500,7 @@ extern "C" int lark_cuda_dwconv_tc_backward_weight(const char *op, lark_tensor *
   if (n * c * h * w == 0 || ho == 0 || wo == 0 || !tc_sizes_ok(h, w, ho, wo, p) || n * ho > ((int64_t)1 << 40))
     return 0;
   int sms = 0, optin = 0;
-  if (tc_query(op, &sms, &optin)) return lark_error_code();
+  if (lark_cuda_device_limits(op, &sms, &optin)) return lark_error_code();
   tc_wgrad_args a = {};
   a.x = (const float *)lark_data_ptr(input), a.gy = (const float *)lark_data_ptr(grad_out);
   a.n = n, a.c = c, a.h = (int)h, a.w = (int)w, a.ho = (int)ho, a.wo = (int)wo;
