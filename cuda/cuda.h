@@ -58,9 +58,10 @@ int lark_cuda_dwconv_backward_input(lark_tensor *grad_in, const lark_tensor *gra
                                     const lark_conv2d_params *p, unsigned flags);
 int lark_cuda_dwconv_backward_weight(lark_tensor *grad_w, const lark_tensor *grad_out, const lark_tensor *input,
                                      const lark_conv2d_params *p, unsigned flags);
-/* dwconv_tc.cu: the tensor-core passes, for float32 with LARK_DWCONV_TF32 or _BF16 in flags and
- * stride and dilation 1. *handled says whether they ran; when false (other cases) nothing was done
- * and the exact kernels run. The forward (input_grad false: src = input, out = output) and the
+/* dwconv_tc.cu: the tensor-core passes, for float32 with LARK_DWCONV_TF32 or _BF16 in flags. The
+ * caller (dwconv.cu's tiled path) has checked stride and dilation 1 and sizes and paddings below
+ * 2^28. *handled says whether they ran; when false (other cases) nothing was done and the exact
+ * kernels run. The forward (input_grad false: src = input, out = output) and the
  * input gradient (input_grad true: src = grad_out, out = grad_in, bias NULL) share one entry. */
 int lark_cuda_dwconv_tc_corr(const char *op, const lark_tensor *src, const lark_tensor *weight, const lark_tensor *bias,
                              lark_tensor *out, const lark_conv2d_params *p, bool input_grad, unsigned flags,

@@ -754,12 +754,12 @@ static int forward(const char *op, lark_tensor *out, const lark_tensor *input, c
   const T *b = bias ? (const T *)lark_data_ptr(bias) : NULL;
   T *y = (T *)lark_data_ptr(out);
   const bool empty_input = h == 0 || w == 0; /* every tap reads padding: the plain kernels read nothing */
-  if constexpr (sizeof(T) == 4) {
-    bool handled = false;
-    int rc = lark_cuda_dwconv_tc_corr(op, input, weight, bias, out, p, false, flags, &handled);
-    if (rc || handled) return rc;
-  }
   if (!(flags & LARK_DWCONV_REFERENCE) && !empty_input && unit_stride(p) && tiled_sizes_ok(h, w, ho, wo, p)) {
+    if constexpr (sizeof(T) == 4) { /* tensor cores, when the precision asks for them */
+      bool handled = false;
+      int rc = lark_cuda_dwconv_tc_corr(op, input, weight, bias, out, p, false, flags, &handled);
+      if (rc || handled) return rc;
+    }
     device_info dev;
     if (query_device(op, &dev)) return lark_error_code();
     corr_args<T> a = {};
@@ -786,12 +786,12 @@ static int backward_input(const char *op, lark_tensor *grad_in, const lark_tenso
   const int64_t ho = grad_out->shape[2], wo = grad_out->shape[3];
   const T *gy = (const T *)lark_data_ptr(grad_out), *wt = (const T *)lark_data_ptr(weight);
   T *gx = (T *)lark_data_ptr(grad_in);
-  if constexpr (sizeof(T) == 4) {
-    bool handled = false;
-    int rc = lark_cuda_dwconv_tc_corr(op, grad_out, weight, NULL, grad_in, p, true, flags, &handled);
-    if (rc || handled) return rc;
-  }
   if (!(flags & LARK_DWCONV_REFERENCE) && unit_stride(p) && tiled_sizes_ok(h, w, ho, wo, p)) {
+    if constexpr (sizeof(T) == 4) {
+      bool handled = false;
+      int rc = lark_cuda_dwconv_tc_corr(op, grad_out, weight, NULL, grad_in, p, true, flags, &handled);
+      if (rc || handled) return rc;
+    }
     device_info dev;
     if (query_device(op, &dev)) return lark_error_code();
     /* the forward pass over grad_out with the kernel turned 180 degrees: grad_in (y, x) reads
@@ -902,12 +902,12 @@ static int backward_weight(const char *op, lark_tensor *grad_w, const lark_tenso
   const T *gy = (const T *)lark_data_ptr(grad_out), *x = (const T *)lark_data_ptr(input);
   T *gw = (T *)lark_data_ptr(grad_w);
   const bool accumulate = (flags & LARK_DWCONV_ACCUMULATE) != 0;
-  if constexpr (sizeof(T) == 4) {
-    bool handled = false;
-    int rc = lark_cuda_dwconv_tc_backward_weight(op, grad_w, grad_out, input, p, flags, &handled);
-    if (rc || handled) return rc;
-  }
   if (!(flags & LARK_DWCONV_REFERENCE) && unit_stride(p) && tiled_sizes_ok(h, w, ho, wo, p)) {
+    if constexpr (sizeof(T) == 4) {
+      bool handled = false;
+      int rc = lark_cuda_dwconv_tc_backward_weight(op, grad_w, grad_out, input, p, flags, &handled);
+      if (rc || handled) return rc;
+    }
     device_info dev;
     if (query_device(op, &dev)) return lark_error_code();
     wgrad_args<T> a = {};

@@ -452,12 +452,6 @@ static int wgrad(const char *op, tc_wgrad_args &a, lark_tensor *grad_w_t, bool a
   return rc;
 }
 
-static bool tc_sizes_ok(int64_t h, int64_t w, int64_t ho, int64_t wo, const lark_conv2d_params *p) {
-  const int64_t lim = 1 << 28;
-  return p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1 && h < lim && w < lim && ho < lim &&
-         wo < lim && p->kh <= 1024 && p->pad_top < lim && p->pad_left < lim;
-}
-
 } /* namespace */
 
 /* ---- entry points (cuda/cuda.h) ------------------------------------------------------------- */
@@ -466,11 +460,9 @@ extern "C" int lark_cuda_dwconv_tc_corr(const char *op, const lark_tensor *src, 
                                         const lark_tensor *bias, lark_tensor *out, const lark_conv2d_params *p,
                                         bool input_grad, unsigned flags, bool *handled) {
   *handled = false;
-  if (!(flags & (LARK_DWCONV_TF32 | LARK_DWCONV_BF16)) || (flags & LARK_DWCONV_REFERENCE) ||
-      out->dtype != LARK_FLOAT32)
-    return 0;
+  if (!(flags & (LARK_DWCONV_TF32 | LARK_DWCONV_BF16)) || out->dtype != LARK_FLOAT32) return 0;
   const int64_t hs = src->shape[2], ws = src->shape[3], ho = out->shape[2], wo = out->shape[3];
-  if (hs == 0 || ws == 0 || !tc_sizes_ok(hs, ws, ho, wo, p)) return 0;
+  if (hs == 0 || ws == 0) return 0;
   int sms = 0, optin = 0;
   if (lark_cuda_device_limits(op, &sms, &optin)) return lark_error_code();
   tc_corr_args a = {};
@@ -492,13 +484,10 @@ extern "C" int lark_cuda_dwconv_tc_backward_weight(const char *op, lark_tensor *
                                                    const lark_tensor *input, const lark_conv2d_params *p,
                                                    unsigned flags, bool *handled) {
   *handled = false;
-  if (!(flags & (LARK_DWCONV_TF32 | LARK_DWCONV_BF16)) || (flags & LARK_DWCONV_REFERENCE) ||
-      grad_w->dtype != LARK_FLOAT32)
-    return 0;
+  if (!(flags & (LARK_DWCONV_TF32 | LARK_DWCONV_BF16)) || grad_w->dtype != LARK_FLOAT32) return 0;
   const int64_t n = input->shape[0], c = input->shape[1], h = input->shape[2], w = input->shape[3];
   const int64_t ho = grad_out->shape[2], wo = grad_out->shape[3];
-  if (n * c * h * w == 0 || ho == 0 || wo == 0 || !tc_sizes_ok(h, w, ho, wo, p) || n * ho > ((int64_t)1 << 40))
-    return 0;
+  if (n * c * h * w == 0 || ho == 0 || wo == 0) return 0;
   int sms = 0, optin = 0;
   if (lark_cuda_device_limits(op, &sms, &optin)) return lark_error_code();
   tc_wgrad_args a = {};
