@@ -36,7 +36,9 @@ const char *lark_shape_str(int ndim, const int64_t *shape, char *buf, size_t n) 
 
 /* ---- storage -------------------------------------------------------------------------------- */
 
-static lark_storage *storage_new(size_t nbytes, lark_device dev) {
+/* pinned: page-locked host memory from lark_cuda_host_alloc (dev is the CPU), always allocated,
+ * even for 0 bytes, so that it can be asked whether it is pinned; storage_release returns it. */
+static lark_storage *storage_new(size_t nbytes, lark_device dev, bool pinned) {
   lark_clear_error(); /* so that a failed backend start below leaves its own reason */
   const lark_backend *be = lark_backend_for(dev);
   if (!be) {
@@ -51,11 +53,15 @@ static lark_storage *storage_new(size_t nbytes, lark_device dev) {
     lark_set_error(LARK_ERR_NOMEM, "empty: out of memory");
     return NULL;
   }
-  if (nbytes) {
-    if (be->malloc(dev, nbytes, &s->data)) {
+  if (pinned) {
+    if (!(s->data = lark_cuda_host_alloc(nbytes))) {
       free(s);
       return NULL;
     }
+    s->host_alloc = true;
+  } else if (nbytes && be->malloc(dev, nbytes, &s->data)) {
+    free(s);
+    return NULL;
   }
   s->nbytes = nbytes;
   s->device = dev;
@@ -163,16 +169,17 @@ static lark_tensor *tensor_alloc_header(void) {
   return t;
 }
 
-lark_tensor *lark_empty(int ndim, const int64_t *shape, lark_dtype dt, const lark_device *device) {
+static lark_tensor *empty_on(const char *op, int ndim, const int64_t *shape, lark_dtype dt, lark_device dev,
+                             bool pinned) {
   if ((unsigned)dt >= LARK_NDTYPES) {
-    lark_set_error(LARK_ERR_DTYPE, "empty: unknown dtype %d", (int)dt);
+    lark_set_error(LARK_ERR_DTYPE, "%s: unknown dtype %d", op, (int)dt);
     return NULL;
   }
-  int64_t n = checked_numel("empty", ndim, shape, lark_dtype_size(dt));
+  int64_t n = checked_numel(op, ndim, shape, lark_dtype_size(dt));
   if (n < 0) return NULL;
   lark_tensor *t = tensor_alloc_header();
   if (!t) return NULL;
-  t->storage = storage_new((size_t)n * lark_dtype_size(dt), device ? *device : LARK_DEVICE_CPU);
+  t->storage = storage_new((size_t)n * lark_dtype_size(dt), dev, pinned);
   if (!t->storage) {
     free(t);
     return NULL;
@@ -184,39 +191,13 @@ lark_tensor *lark_empty(int ndim, const int64_t *shape, lark_dtype dt, const lar
   return t;
 }
 
-/* Pinned host tensors bypass the CPU backend's malloc: their bytes come from lark_cuda_host_alloc,
- * and the storage's host_alloc flag sends them back to lark_cuda_host_free (storage_release). They
- * count as CPU bytes, as PyTorch counts pinned tensors. */
+lark_tensor *lark_empty(int ndim, const int64_t *shape, lark_dtype dt, const lark_device *device) {
+  return empty_on("empty", ndim, shape, dt, device ? *device : LARK_DEVICE_CPU, false);
+}
+
+/* Pinned host tensors count as CPU bytes, as PyTorch counts them. */
 lark_tensor *lark_empty_pinned(int ndim, const int64_t *shape, lark_dtype dt) {
-  if ((unsigned)dt >= LARK_NDTYPES) {
-    lark_set_error(LARK_ERR_DTYPE, "empty_pinned: unknown dtype %d", (int)dt);
-    return NULL;
-  }
-  int64_t n = checked_numel("empty_pinned", ndim, shape, lark_dtype_size(dt));
-  if (n < 0) return NULL;
-  size_t nbytes = (size_t)n * lark_dtype_size(dt);
-  lark_tensor *t = tensor_alloc_header();
-  lark_storage *s = t ? calloc(1, sizeof *s) : NULL;
-  void *data = s ? lark_cuda_host_alloc(nbytes) : NULL; /* never NULL for 0 bytes */
-  if (!data) {
-    if (t && !s) lark_set_error(LARK_ERR_NOMEM, "empty_pinned: out of memory");
-    free(t);
-    free(s);
-    return NULL;
-  }
-  s->data = data;
-  s->nbytes = nbytes;
-  s->device = LARK_DEVICE_CPU;
-  s->refcount = 1;
-  s->host_alloc = true;
-  __atomic_add_fetch(&bytes_live[LARK_CPU], (int64_t)nbytes, __ATOMIC_RELAXED);
-  if (alloc_hook && nbytes) alloc_hook(nbytes, alloc_hook_ud);
-  t->storage = s;
-  t->dtype = dt;
-  t->ndim = ndim;
-  if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
-  contiguous_strides(ndim, shape, t->stride);
-  return t;
+  return empty_on("empty_pinned", ndim, shape, dt, LARK_DEVICE_CPU, true);
 }
 
 bool lark_is_pinned(const lark_tensor *t) {
